@@ -127,14 +127,11 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self._persisted_hs = hs
 
-        # The configuration in effect: the snapshot's, then every change applied since.
+        # The configuration in effect is the latest one in the log, committed or not.
         self.conf = snap.conf
         self._conf_history: list[tuple[int, ConfState]] = [(snap.index, snap.conf)]
-        for e in self.log.entries:
-            if e.index > applied:
-                break
-            if e.type == EntryType.CONF_CHANGE:
-                self._install_conf(e.index, ConfChange.decode(e.data).conf)
+        self.prs: dict[int, Progress] = {}
+        self._track_conf(self.log.first_index())
 
         self.ticks = 0
         self.election_elapsed = 0
@@ -148,9 +145,7 @@ class RaftCore:
         self._quiet_ticks = self.cfg.election_tick if self.lease_ticks > 0 else 0
 
         self.votes: dict[int, bool] = {}
-        self.prs: dict[int, Progress] = {}
         self.lead_transferee = NONE
-        self.pending_conf_index = self.log.last_index()
         self.reads = ReadRounds()
         self.released = ReleaseQueue()
         self._reads_awaiting_term_commit: list[tuple[int, tuple[bytes, ...]]] = []
@@ -178,7 +173,17 @@ class RaftCore:
         return HardState(self.term, self.vote, self.log.committed)
 
     def is_promotable(self) -> bool:
-        return self.conf.is_voter(self.id)
+        """May this member campaign?
+
+        Voters may. So may a voter of the previous configuration that the latest one left
+        out: it can hold entries (C_new itself among them) that no remaining voter has, and
+        if it could not lead for a moment — long enough to replicate them and hand over —
+        the remaining voters might never win an election.
+        """
+        if self.conf.is_voter(self.id):
+            return True
+        hist = self._conf_history
+        return len(hist) > 1 and hist[-2][1].is_voter(self.id)
 
     def has_lease(self) -> bool:
         return (
@@ -208,8 +213,7 @@ class RaftCore:
     def propose(self, datas: Sequence[bytes]) -> int:
         """Propose entries; returns the last index on the leader, 0 when forwarded."""
         if self.role == Role.LEADER:
-            if self.lead_transferee != NONE:
-                raise ProposalDropped("leadership transfer in progress")
+            self._check_accepting()
             return self._append(datas, EntryType.NORMAL)
         if self.lead == NONE:
             raise ProposalDropped("no leader")
@@ -226,9 +230,8 @@ class RaftCore:
         """
         if self.role != Role.LEADER:
             raise NotLeader(self.lead)
-        if self.lead_transferee != NONE:
-            raise ProposalDropped("leadership transfer in progress")
-        if self.pending_conf_index > self.log.applied:
+        self._check_accepting()
+        if self._conf_history[-1][0] > self.log.committed:
             raise ConfChangeRejected("another configuration change is in progress", retriable=True)
         target = next_conf(self.conf, voters, learners)
         return self._propose_conf(ConfChange(target, context))
@@ -387,16 +390,12 @@ class RaftCore:
         if rd.entries:
             last = rd.entries[-1]
             log.stable_to(last.index, last.term)
-        for e in rd.committed_entries:
-            if e.type == EntryType.CONF_CHANGE:
-                self._apply_conf(e.index, ConfChange.decode(e.data).conf)
         if rd.committed_entries:
             log.applied_to(rd.committed_entries[-1].index)
         if self.role == Role.LEADER:
             me = self.prs.get(self.id)
-            if me is not None and me.maybe_update(log.stable) and self._maybe_commit():
-                self._commit_news = True
-            self._after_apply_leader()
+            if me is not None and me.maybe_update(log.stable):
+                self._maybe_commit()
 
     # == roles =================================================================================
 
@@ -446,8 +445,6 @@ class RaftCore:
         me = self.prs[self.id]
         me.become_replicate()
         me.maybe_update(self.log.stable)
-        # Any entry after the commit index might be a configuration change.
-        self.pending_conf_index = last
         # The no-op of our term: until it commits we cannot know what is committed (§8).
         self._append([b""], EntryType.NORMAL)
 
@@ -582,8 +579,11 @@ class RaftCore:
         if m.index < log.committed:
             self._send(MT.APP_RESP, m.frm, index=log.committed)
             return
-        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None:
+        appended = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if appended is not None:
+            last_new, first_written = appended
+            if first_written:
+                self._track_conf(first_written)
             self._send(MT.APP_RESP, m.frm, index=last_new)
             return
         hint, hint_term = log.find_conflict_by_term(min(m.index, log.last_index()), m.log_term)
@@ -626,10 +626,9 @@ class RaftCore:
                 return
             if self.lead_transferee != NONE:
                 self.lead_transferee = NONE
-            if not self.conf.is_voter(self.id):
-                # Removed, and no successor took over within an election timeout.
-                self._become_follower(self.term, NONE)
-                return
+                # A leader outside the configuration keeps leading (so the voters keep
+                # learning the commit index) and tries again to hand over.
+                self._hand_over_if_leaving()
         retry = self.cfg.snapshot_retry_ticks or 2 * self.cfg.election_tick
         for pr in self.prs.values():
             if pr.state == ProgressState.SNAPSHOT:
@@ -652,7 +651,11 @@ class RaftCore:
     def _step_leader(self, m: Message) -> None:
         t = m.type
         if t == MT.PROP:
-            if self.lead_transferee == NONE and m.entries:
+            try:
+                self._check_accepting()
+            except ProposalDropped:
+                return
+            if m.entries:
                 self._append([e.data for e in m.entries], EntryType.NORMAL)
             return
         if t == MT.READ_INDEX:
@@ -701,18 +704,28 @@ class RaftCore:
                 pr.become_replicate()
         else:
             pr.inflights.free_le(m.index)
-        if self._maybe_commit():
-            self._commit_news = True
+        self._maybe_commit()
         while self._send_append(m.frm, pr, send_empty=False):
             pass
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
             self._send_timeout_now(m.frm)
+
+    def _check_accepting(self) -> None:
+        if self.lead_transferee != NONE:
+            raise ProposalDropped("leadership transfer in progress")
+        if self.id not in self.conf.voters:
+            # A leader that is leaving the configuration takes nothing new: anything it
+            # appended after C_new could make its log "more up to date" than every voter of
+            # C_new, and no one could then win the election that follows its departure.
+            raise ProposalDropped("the leader is leaving the configuration")
 
     def _append(self, datas: Sequence[bytes], etype: EntryType) -> int:
         log = self.log
         first = log.last_index() + 1
         term = self.term
         log.append([Entry(term, first + i, d, etype) for i, d in enumerate(datas)])
+        if etype == EntryType.CONF_CHANGE:
+            self._track_conf(first)
         for mid, pr in self.prs.items():
             if mid != self.id:
                 self._send_append(mid, pr, send_empty=False)
@@ -805,46 +818,63 @@ class RaftCore:
             return False
         first_of_term = log.term(log.committed) != self.term
         log.commit_to(index)
+        self._commit_news = True
         if first_of_term and self._reads_awaiting_term_commit:
             waiting, self._reads_awaiting_term_commit = self._reads_awaiting_term_commit, []
             for requester, contexts in waiting:
                 self._leader_read(requester, contexts)
+        conf_index = self._conf_history[-1][0]
+        if conf_index <= index:
+            if self.conf.joint:
+                # C_old,new is committed: move on to C_new (§4.3).
+                self._propose_conf(ConfChange(self.conf.left()))
+            else:
+                self._hand_over_if_leaving()
         return True
 
-    def _after_apply_leader(self) -> None:
-        """Leader duties that follow from what was just applied."""
+    def _hand_over_if_leaving(self) -> None:
+        """Not a voter of the committed configuration: give leadership to the best voter."""
         conf = self.conf
-        if conf.joint and self.pending_conf_index <= self.log.applied:
-            # The joint configuration is in effect: propose leaving it (C_new).
-            self._propose_conf(ConfChange(conf.left()))
-        elif (
-            not conf.is_voter(self.id)
-            and self.lead_transferee == NONE
-            and self.role == Role.LEADER
-            and self.pending_conf_index <= self.log.applied
+        if (
+            self.role != Role.LEADER
+            or conf.is_voter(self.id)
+            or self.lead_transferee != NONE
+            or self._conf_history[-1][0] > self.log.committed
         ):
-            # We are not part of C_new: hand leadership to the most caught-up voter.
-            best = max(
-                (mid for mid in conf.voters if mid in self.prs),
-                key=lambda mid: (self.prs[mid].match, -mid),
-                default=NONE,
-            )
-            if best != NONE:
-                self._leader_transfer(best)
+            return
+        best = max(
+            (mid for mid in conf.voters if mid in self.prs),
+            key=lambda mid: (self.prs[mid].match, -mid),
+            default=NONE,
+        )
+        if best != NONE:
+            self._leader_transfer(best)
 
     def _propose_conf(self, cc: ConfChange) -> int:
-        index = self._append([cc.encode()], EntryType.CONF_CHANGE)
-        self.pending_conf_index = index
-        return index
+        return self._append([cc.encode()], EntryType.CONF_CHANGE)
 
     # == configuration ========================================================================
 
-    def _install_conf(self, index: int, conf: ConfState) -> None:
-        self.conf = conf
-        self._conf_history.append((index, conf))
+    def _track_conf(self, first: int) -> None:
+        """The log changed from index ``first`` on: follow its latest configuration.
 
-    def _apply_conf(self, index: int, conf: ConfState) -> None:
-        self._install_conf(index, conf)
+        A configuration takes effect as soon as it is in the log, committed or not (§4.1 of
+        the Raft thesis), and is dropped again if its entry is overwritten. Waiting for the
+        apply instead would let a member whose commit index is stale campaign under a
+        configuration the rest of the cluster has already left.
+        """
+        hist = self._conf_history
+        while len(hist) > 1 and hist[-1][0] >= first:
+            hist.pop()
+        log = self.log
+        for e in log.entries[max(0, first - log.offset - 1) :]:
+            if e.type == EntryType.CONF_CHANGE:
+                hist.append((e.index, ConfChange.decode(e.data).conf))
+        if hist[-1][1] != self.conf:
+            self._switch_conf(hist[-1][1])
+
+    def _switch_conf(self, conf: ConfState) -> None:
+        self.conf = conf
         if self.role != Role.LEADER:
             return
         members = conf.members()
@@ -856,8 +886,7 @@ class RaftCore:
             del self.prs[mid]
         if self.lead_transferee != NONE and not conf.is_voter(self.lead_transferee):
             self.lead_transferee = NONE
-        if self._maybe_commit():
-            self._commit_news = True
+        self._maybe_commit()
 
     def _conf_at(self, index: int) -> ConfState:
         conf = self._conf_history[0][1]

@@ -147,21 +147,23 @@ class RaftLog:
 
     def maybe_append(
         self, prev_index: int, prev_term: int, committed: int, entries: list[Entry]
-    ) -> int | None:
-        """The follower's side of AppendEntries; returns the last index it now matches.
+    ) -> tuple[int, int] | None:
+        """The follower's side of AppendEntries.
 
-        ``None`` means the consistency check failed: we have no entry ``prev_index`` of
-        ``prev_term``.
+        Returns the last index this log now matches the leader's at, and the index from which
+        entries were written (0 if none were). ``None`` means the consistency check failed:
+        we have no entry ``prev_index`` of ``prev_term``.
         """
         if not self.match_term(prev_index, prev_term):
             return None
         last_new = prev_index + len(entries)
+        conflict = 0
         if entries:
             conflict = self._find_conflict(entries)
             if conflict:
                 self.append(entries[conflict - entries[0].index :])
         self.commit_to(min(committed, last_new))
-        return last_new
+        return last_new, conflict
 
     def _find_conflict(self, entries: list[Entry]) -> int:
         """Index of the first entry that we lack or hold with another term; 0 if none."""

@@ -388,9 +388,13 @@ class Cluster:
     def leader(self) -> int | None:
         best = None
         for m in self.members.values():
-            if m.core is not None and m.core.role == Role.LEADER:
-                if best is None or m.core.term > self[best].term:
-                    best = m.id
+            core = m.core
+            if (
+                core is not None
+                and core.role == Role.LEADER
+                and (best is None or core.term > self[best].term)
+            ):
+                best = m.id
         return best
 
     def propose(self, node_id: int, data: bytes) -> None:

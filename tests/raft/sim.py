@@ -15,11 +15,12 @@ Soak:            python -m tests.raft.sim --seeds 100000 --steps 5000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
 
-from flotilla.node.raft.core import Config, Role
+from flotilla.node.raft.core import Config
 from flotilla.node.raft.errors import RaftError
 
 from .cluster import Cluster, InvariantViolation
@@ -51,6 +52,7 @@ class Simulation:
         spares = 2
         cluster_rng_seed = seed * 1000 + voters
         self.lease_reads = seed % 3 == 0
+        self.pre_vote = seed % 4 != 1
 
         def config(i: int) -> Config:
             return Config(
@@ -58,6 +60,7 @@ class Simulation:
                 election_tick=10,
                 heartbeat_tick=2,
                 lease_reads=self.lease_reads,
+                pre_vote=self.pre_vote,
                 max_msg_entries=8 if seed % 2 else 64,
                 max_inflight_msgs=4,
                 max_msg_bytes=4096,
@@ -80,7 +83,9 @@ class Simulation:
         ids = list(c.members)
         roll = rng.random()
         if roll < 0.25:
-            victim = rng.choice(ids)
+            # Prefer a member with a write in flight: that is where durability bugs hide.
+            busy = [i for i in ids if c.members[i].phase == 1]
+            victim = rng.choice(busy if busy and rng.random() < 0.5 else ids)
             if c.members[victim].alive:
                 c.crash(victim)
         elif roll < 0.5:
@@ -160,10 +165,8 @@ class Simulation:
             elif roll < 0.033:
                 lead = c.leader()
                 if lead is not None:
-                    try:
+                    with contextlib.suppress(RaftError):
                         c[lead].transfer_leader(rng.choice(list(c.members)))
-                    except RaftError:
-                        pass
         if faults and roll > 0.7:
             self._client()
         for m in c.members.values():
@@ -217,8 +220,7 @@ class Simulation:
             missing = [w for w in c.acked if w not in writes]
             if missing:
                 raise InvariantViolation(
-                    f"member {mid} lacks acknowledged writes {missing[:5]} "
-                    f"({len(missing)} in all)"
+                    f"member {mid} lacks acknowledged writes {missing[:5]} ({len(missing)} in all)"
                 )
         c.check_log_matching()
 
