@@ -372,13 +372,14 @@ class Cluster:
         raise AssertionError("cluster did not stabilize")
 
     def tick(self, node_ids: Iterable[int] | None = None, n: int = 1) -> None:
+        """Tick ``node_ids`` (default: all) ``n`` times, delivering everything in between."""
         ids = list(node_ids) if node_ids is not None else list(self.members)
         for _ in range(n):
             for i in ids:
                 member = self.members[i]
                 if member.alive:
                     member.pending_ticks += 1
-                    member.drain()
+            self.stabilize()
 
     def elect(self, node_id: int) -> None:
         self[node_id].campaign()
