@@ -25,6 +25,7 @@ class Harness:
         batch = self.db.write_batch()
         result = fn(batch)
         batch.write()
+        self.store.batch_written()
         return result
 
     def put(self, key: bytes, value: bytes = b"", **kw: Any) -> pb.PutResponse:
