@@ -153,6 +153,28 @@ class TreeIndex:
             keys = self._keys.irange(key, range_end, inclusive=(True, False))
         return keys
 
+    def visible(self, key: bytes, range_end: bytes, rev: int | None) -> list[tuple[bytes, int]]:
+        """``(key, packed put entry)`` of every key in the range that exists at ``rev``.
+
+        ``rev`` None means the newest revision, the common case, which needs no search.
+        """
+        m = self._map
+        out: list[tuple[bytes, int]] = []
+        append = out.append
+        if rev is None:
+            for k in self.keys(key, range_end):
+                last = m[k].revs[-1]
+                if not last & 1:
+                    append((k, last))
+        else:
+            bound = upper_bound(rev)
+            for k in self.keys(key, range_end):
+                revs = m[k].revs
+                i = bisect_left(revs, bound) - 1
+                if i >= 0 and not revs[i] & 1:
+                    append((k, revs[i]))
+        return out
+
     def items(self, key: bytes, range_end: bytes) -> Iterator[tuple[bytes, KeyIndex]]:
         m = self._map
         for k in self.keys(key, range_end):

@@ -389,23 +389,11 @@ class MvccStore:
         limit = req.limit
         fetch = 0 if (sort_order != _SORT_NONE or filtered or limit <= 0) else limit + 1
 
-        found: list[tuple[bytes, int]] = []
-        total = 0
-        for k, ki in self._index.items(key, range_end):
-            if at_head:
-                revs = ki.revs
-                if not revs or revs[-1] & 1:
-                    continue
-                entry = revs[-1]
-            else:
-                e = ki.entry_at(rev)
-                if e is None:
-                    continue
-                entry = e
-            total += 1
-            if not req.count_only and (fetch == 0 or len(found) < fetch):
-                found.append((k, entry))
+        found = self._index.visible(key, range_end, None if at_head else rev)
+        total = len(found)
         resp.count = total
+        if fetch and total > fetch:
+            del found[fetch:]
         if req.count_only or not found:
             return
 
