@@ -109,6 +109,10 @@ def check_intervals(ops: Sequence[RequestOp]) -> tuple[set[bytes], list[_Interva
     Returns the keys put and the intervals deleted by the branch (nested txns included) for
     the caller's level. As in etcd, a key may be put in both branches of a nested txn, since
     only one of them runs, and overlapping deletes are allowed.
+
+    One deliberate difference: a delete with range_end ``b"\0"`` ("every key from here on")
+    conflicts with puts of any key at or after its start. etcd builds that interval with the
+    literal end "\0", which contains nothing, so it lets such a txn through.
     """
     dels: list[_Interval] = []
     for op in ops:
