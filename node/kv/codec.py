@@ -5,7 +5,8 @@ Keys (all under the store's prefix):
 * ``r`` + 8-byte big-endian main revision + 8-byte big-endian sub revision: one record per
   change. Big-endian so that LevelDB's byte order is revision order, which makes the startup
   scan, watch replay and snapshots plain forward iterations.
-* ``m`` + name: metadata (the current and the compacted revision).
+* ``m`` + name: metadata: the compacted revision, and the current revision as of the last
+  compaction (later revisions are known from their records, so a write adds no metadata).
 
 Values: a 4-byte big-endian CRC-32, a 1-byte kind, then the body. For revision records the body
 is a serialized ``mvccpb.KeyValue`` (for a deletion only key and mod_revision are set). The CRC

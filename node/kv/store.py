@@ -197,10 +197,12 @@ class MvccStore:
         for key, ki in index.all_items():
             if ki.live and ki.lease:
                 self._leases.setdefault(ki.lease, set()).add(key)
-        self._rev = self._read_meta(codec.META_CURRENT)
+        # The current revision is that of the newest record, except after a compaction that
+        # dropped it (a deletion at the compaction revision); compaction records the revision.
+        self._rev = max(last, self._read_meta(codec.META_CURRENT))
         self._compacted = self._read_meta(codec.META_COMPACTED)
-        if last > self._rev:
-            raise CorruptDataError(f"records reach revision {last} beyond current {self._rev}")
+        if self._compacted > self._rev:
+            raise CorruptDataError(f"compacted revision {self._compacted} is beyond {self._rev}")
 
     def _read_meta(self, name: bytes) -> int:
         value = self._db.get(self._prefix + name)
@@ -247,10 +249,8 @@ class MvccStore:
 
     def _end(self, w: _Write) -> int:
         if w.sub:
+            # No metadata write: the newest record already says how far the store got.
             self._rev = w.main
-            w.batch.put(
-                self._prefix + codec.META_CURRENT, codec.encode_meta(codec.META_CURRENT, w.main)
-            )
         return self._rev
 
     def _rev_in(self, w: _Write | None) -> int:
@@ -655,6 +655,9 @@ class MvccStore:
                     index.remove(k)
                 batch.put(
                     prefix + codec.META_COMPACTED, codec.encode_meta(codec.META_COMPACTED, rev)
+                )
+                batch.put(
+                    prefix + codec.META_CURRENT, codec.encode_meta(codec.META_CURRENT, self._rev)
                 )
                 self._compacted = rev
 

@@ -45,6 +45,8 @@ def test_reopen_rebuilds_index_and_state(h: Harness) -> None:
 
 
 def _flip_byte(h: Harness, key: bytes, offset: int = -1) -> None:
+    if h.db.closed:
+        h.db = plyvel.DB(str(h.path))
     value = bytearray(h.db.get(key))
     value[offset] ^= 0x01
     h.db.put(key, bytes(value))
@@ -80,9 +82,14 @@ def test_record_moved_to_another_key_is_detected(h: Harness) -> None:
 
 def test_corrupt_metadata_is_detected(h: Harness) -> None:
     h.put(b"a", b"1")
-    _flip_byte(h, b"kv/mcurrent")
-    with pytest.raises(errors.CorruptDataError):
-        h.reopen()
+    h.put(b"a", b"2")
+    h.compact(1)
+    for name in (b"kv/mcurrent", b"kv/mcompacted"):
+        _flip_byte(h, name)
+        with pytest.raises(errors.CorruptDataError):
+            h.reopen()
+        _flip_byte(h, name)
+    assert h.reopen().compacted_revision == 1
 
 
 def test_hash_kv_equal_after_identical_operations(tmp_path: Path) -> None:

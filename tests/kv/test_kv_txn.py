@@ -149,6 +149,7 @@ def test_nested_compares_see_state_before_the_txn(ab: Harness) -> None:
         txn([], [dele(b"k"), nested(txn([], [], [put(b"k")]))]),
         txn([], [nested(txn([], [put(b"k")])), nested(txn([], [put(b"k")]))]),
         txn([], [], [put(b"k"), put(b"k")]),
+        txn([], [dele(b"a", b"\x00"), put(b"k")]),
     ],
 )
 def test_duplicate_key_rejected(ab: Harness, request_: pb.TxnRequest) -> None:
