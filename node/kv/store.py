@@ -827,6 +827,9 @@ class MvccStore:
             if self._broken is not None:
                 raise RuntimeError("the store failed during an apply and must be reopened")
             prefix = self._prefix
+            # Records only in the overlay may have been put into this very batch.
+            for full in self._overlay:
+                batch.delete(full)
             self._overlay.clear()
             self._overlay_batch = batch
             for full in self._db.iterator(prefix=prefix, include_value=False):

@@ -184,3 +184,21 @@ def test_damaged_snapshot_is_rejected(h: Harness, damage: str) -> None:
         h.store.restore(io.BytesIO(bytes(data)), batch)
     batch.write()
     assert h.get(b"\x00", b"\x00") == before
+
+
+def test_restore_in_the_batch_of_earlier_applies(h: Harness, tmp_path: Path) -> None:
+    src = Harness(tmp_path / "src")
+    try:
+        src.put(b"only", b"1")
+        data = b"".join(src.store.snapshot_chunks())
+    finally:
+        src.close()
+    h.put(b"a")
+    h.put(b"b")
+    batch = h.db.write_batch()
+    h.store.put(pb.PutRequest(key=b"pending", value=b"x"), batch)  # revision 3, not on disk
+    h.store.restore(io.BytesIO(data), batch)
+    batch.write()
+    store = h.reopen()
+    assert kvs(h.get(b"\x00", b"\x00")) == [(b"only", b"1")]
+    assert store.revision == 1
