@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from flotilla.node.api import gen_protos
 from flotilla.node.api.etcdpb import (
     auth_pb2,

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import plyvel
 import pytest
+
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.api.etcdpb import rpc_pb2_grpc
 from flotilla.node.kv.errors import EtcdError

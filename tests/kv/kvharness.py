@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import plyvel
+
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv.store import Applied, MvccStore
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import plyvel
 import pytest
+from kvharness import Harness, kvs
+
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv import errors
 from flotilla.node.kv.store import MvccStore
-from kvharness import Harness, kvs
 
 
 def workload(h: Harness) -> None:

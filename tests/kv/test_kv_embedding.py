@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import plyvel
+
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv.store import MvccStore
 

@@ -7,11 +7,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from flotilla.node.api.etcdpb import rpc_pb2 as pb
-from flotilla.node.kv import errors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kvharness import Harness
+
+from flotilla.node.api.etcdpb import rpc_pb2 as pb
+from flotilla.node.kv import errors
 
 KEYS = [b"a", b"ab", b"b", b"b\xff", b"c"]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from kvharness import Harness
+
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv import errors
 from flotilla.node.kv.store import MvccStore
-from kvharness import Harness
 
 
 def test_prev_kv(h: Harness) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from kvharness import Harness, kvs
+
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv import errors
-from kvharness import Harness, kvs
 
 
 @pytest.fixture

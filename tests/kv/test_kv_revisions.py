@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from kvharness import Harness
+
 from flotilla.node.api.etcdpb import kv_pb2
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
-from kvharness import Harness
 
 
 def test_empty_store(h: Harness) -> None:

@@ -6,9 +6,10 @@ from typing import Any
 
 import grpc
 import pytest
+from kvharness import Harness
+
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv import errors
-from kvharness import Harness
 
 C = pb.Compare
 

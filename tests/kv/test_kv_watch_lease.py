@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from kvharness import Harness
+
 from flotilla.node.api.etcdpb import kv_pb2
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv import errors
-from kvharness import Harness
 
 PUT = kv_pb2.Event.PUT
 DELETE = kv_pb2.Event.DELETE
