@@ -13,6 +13,7 @@ from flotilla.node.raft.errors import ConfChangeRejected, ProposalDropped
 from flotilla.node.raft.types import (
     ConfState,
     Entry,
+    EntryType,
     HardState,
     Message,
     MessageType,
@@ -405,3 +406,19 @@ def test_read_without_leader_is_refused() -> None:
     c = Cluster(3)
     with pytest.raises(ProposalDropped):
         c[1].read_index(b"r")
+
+
+def test_no_campaign_while_a_committed_configuration_change_is_unapplied() -> None:
+    c = Cluster(3, spares=1)
+    c.elect(1)
+    c[1].propose_conf_change({1, 2, 3}, {4})
+    c.stabilize()
+    follower = c[2]
+    conf_index = follower.last_index()
+    assert follower.log.entries[-1].type == EntryType.CONF_CHANGE
+    assert follower.commit == conf_index
+    # As if the application had not applied the change yet when the election timer fired.
+    follower.log.applied = conf_index - 1
+    term = follower.term
+    follower.campaign()
+    assert follower.role == Role.FOLLOWER and follower.term == term
