@@ -1,0 +1,173 @@
+"""The flotilla-node command line: etcd's flag names and meanings, and their checks.
+
+An etcd user's command line works by changing the binary name. Every flag can also come from
+the environment as ``FLOTILLA_<FLAG>`` (``--initial-cluster`` -> ``FLOTILLA_INITIAL_CLUSTER``);
+a flag on the command line wins. Wrong or inconsistent input is reported in one line and the
+process exits with code 2, before anything touches the data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .members import Member, cluster_id_of, member_id_of
+
+ENV_PREFIX = "FLOTILLA_"
+
+
+class ConfigError(Exception):
+    """The command line cannot describe a runnable member (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    data_dir: Path
+    listen_client_urls: tuple[str, ...]
+    advertise_client_urls: tuple[str, ...]
+    listen_peer_urls: tuple[str, ...]
+    initial_advertise_peer_urls: tuple[str, ...]
+    initial_cluster: tuple[Member, ...]
+    initial_cluster_state: str
+    initial_cluster_token: str
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_count: int = 10_000
+    quota_backend_bytes: int = 2 * 1024**3
+    listen_metrics_urls: tuple[str, ...] = ()
+    member_id: int = 0
+    cluster_id: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def election_ticks(self) -> int:
+        return max(2, round(self.election_timeout_ms / self.heartbeat_interval_ms))
+
+
+def _urls(value: str, flag: str) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in value.split(",") if u.strip())
+    for u in urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+            raise ConfigError(f"--{flag}: {u!r} is not a URL like http://127.0.0.1:2379")
+    return urls
+
+
+def _parse_initial_cluster(value: str, token: str) -> tuple[Member, ...]:
+    by_name: dict[str, list[str]] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"--initial-cluster: {item!r} is not name=peer-url")
+        name, url = item.split("=", 1)
+        _urls(url, "initial-cluster")
+        by_name.setdefault(name, []).append(url)
+    members = tuple(
+        Member(member_id_of(urls, token), name, tuple(sorted(urls)), ())
+        for name, urls in by_name.items()
+    )
+    ids = [m.id for m in members]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("--initial-cluster: two members share the same peer URLs")
+    return members
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flotilla-node",
+        description="One member of a Flotilla cluster (etcd v3 API). Flags as etcd's; each "
+        "also from the environment as FLOTILLA_<FLAG>.",
+    )
+    a = p.add_argument
+    a("--name", default="default", help="human-readable name of this member")
+    a("--data-dir", default=None, help="path to the data directory (default: <name>.flotilla)")
+    a("--listen-client-urls", default="http://localhost:2379")
+    a("--advertise-client-urls", default="http://localhost:2379")
+    a("--listen-peer-urls", default="http://localhost:2380")
+    a("--initial-advertise-peer-urls", default="http://localhost:2380")
+    a("--initial-cluster", default=None, help="name=peer-url,... (default: this member alone)")
+    a("--initial-cluster-state", default="new", choices=["new", "existing"])
+    a("--initial-cluster-token", default="flotilla-cluster")
+    a("--heartbeat-interval", type=int, default=100, help="milliseconds")
+    a("--election-timeout", type=int, default=1000, help="milliseconds")
+    a("--snapshot-count", type=int, default=10_000, help="applied entries between snapshots")
+    a("--quota-backend-bytes", type=int, default=2 * 1024**3)
+    a("--listen-metrics-urls", default="", help="where /metrics, /health and /readyz answer")
+    return p
+
+
+def _env_defaults(p: argparse.ArgumentParser, environ: dict[str, str]) -> None:
+    for action in p._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        flag = action.option_strings[0].lstrip("-")
+        key = ENV_PREFIX + flag.upper().replace("-", "_")
+        if key in environ:
+            convert = action.type if callable(action.type) else str
+            action.default = convert(environ[key])
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> NodeConfig:
+    env = dict(os.environ if environ is None else environ)
+    p = build_parser()
+    p.__class__ = _Parser
+    _env_defaults(p, env)
+    ns = p.parse_args(argv)
+
+    if ns.heartbeat_interval <= 0:
+        raise ConfigError("--heartbeat-interval must be positive")
+    if ns.election_timeout < 5 * ns.heartbeat_interval:
+        raise ConfigError(
+            "--election-timeout should be at least 5 times --heartbeat-interval "
+            f"(got {ns.election_timeout} and {ns.heartbeat_interval})"
+        )
+    if ns.snapshot_count < 1:
+        raise ConfigError("--snapshot-count must be at least 1")
+    token = ns.initial_cluster_token
+    adv_peer = _urls(ns.initial_advertise_peer_urls, "initial-advertise-peer-urls")
+    initial = ns.initial_cluster or f"{ns.name}={','.join(adv_peer)}"
+    members = _parse_initial_cluster(initial, token)
+    me = [m for m in members if m.name == ns.name]
+    if not me:
+        raise ConfigError(f"--initial-cluster has no member named {ns.name!r} (--name)")
+    if set(me[0].peer_urls) != set(adv_peer):
+        raise ConfigError(
+            f"--initial-cluster lists {ns.name} at {','.join(me[0].peer_urls)} but "
+            f"--initial-advertise-peer-urls is {','.join(adv_peer)}"
+        )
+    client_adv = _urls(ns.advertise_client_urls, "advertise-client-urls")
+    members = tuple(
+        Member(m.id, m.name, m.peer_urls, client_adv if m.name == ns.name else ()) for m in members
+    )
+    return NodeConfig(
+        name=ns.name,
+        data_dir=Path(ns.data_dir or f"{ns.name}.flotilla"),
+        listen_client_urls=_urls(ns.listen_client_urls, "listen-client-urls"),
+        advertise_client_urls=client_adv,
+        listen_peer_urls=_urls(ns.listen_peer_urls, "listen-peer-urls"),
+        initial_advertise_peer_urls=adv_peer,
+        initial_cluster=members,
+        initial_cluster_state=ns.initial_cluster_state,
+        initial_cluster_token=token,
+        heartbeat_interval_ms=ns.heartbeat_interval,
+        election_timeout_ms=ns.election_timeout,
+        snapshot_count=ns.snapshot_count,
+        quota_backend_bytes=ns.quota_backend_bytes,
+        listen_metrics_urls=(
+            _urls(ns.listen_metrics_urls, "listen-metrics-urls") if ns.listen_metrics_urls else ()
+        ),
+        member_id=me[0].id,
+        cluster_id=cluster_id_of([m.id for m in members]),
+    )

@@ -1,0 +1,87 @@
+"""Client requests waiting on the driver loop: proposals and linearizable reads.
+
+Both are batched per loop turn: every proposal that arrived since the last turn goes into one
+``RaftCore.propose`` call (one log append, one fsync, one message per follower), and every
+read waiting at the start of a turn shares one ReadIndex request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import struct
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class PendingProposal:
+    request_id: bytes
+    data: bytes
+    future: asyncio.Future[object]
+    deadline: float
+
+
+@dataclass
+class Waiters:
+    """Futures keyed by request id (proposals) or read context (reads)."""
+
+    member_id: int
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    queued: list[PendingProposal] = field(default_factory=list)
+    proposals: dict[bytes, PendingProposal] = field(default_factory=dict)
+    reads_queued: list[asyncio.Future[None]] = field(default_factory=list)
+    reads: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = field(default_factory=dict)
+
+    def new_request_id(self) -> bytes:
+        return struct.pack(">QQ", self.member_id, next(self._seq))
+
+    def take_queued(self) -> list[PendingProposal]:
+        batch, self.queued = self.queued, []
+        for p in batch:
+            self.proposals[p.request_id] = p
+        return batch
+
+    def resolve(self, request_id: bytes, result: object) -> None:
+        p = self.proposals.pop(request_id, None)
+        if p is not None and not p.future.done():
+            if isinstance(result, BaseException):
+                p.future.set_exception(result)
+            else:
+                p.future.set_result(result)
+
+    def fail_all(self, exc_factory: type[BaseException], message: str) -> None:
+        for p in [*self.queued, *self.proposals.values()]:
+            if not p.future.done():
+                p.future.set_exception(exc_factory(message))
+        self.queued.clear()
+        self.proposals.clear()
+        for fut in self.reads_queued:
+            if not fut.done():
+                fut.set_exception(exc_factory(message))
+        self.reads_queued.clear()
+        for _, futs in self.reads.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc_factory(message))
+        self.reads.clear()
+
+    def expire(self, now: float, exc: BaseException) -> None:
+        """Fail what waited past its deadline (a forwarded proposal or read can be lost)."""
+        for rid in [rid for rid, p in self.proposals.items() if p.deadline <= now]:
+            p = self.proposals.pop(rid)
+            if not p.future.done():
+                p.future.set_exception(exc)
+        for ctx in [ctx for ctx, (deadline, _) in self.reads.items() if deadline <= now]:
+            _, futs = self.reads.pop(ctx)
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def release_reads(self, contexts: tuple[bytes, ...]) -> None:
+        for ctx in contexts:
+            entry = self.reads.pop(ctx, None)
+            if entry is None:
+                continue
+            for fut in entry[1]:
+                if not fut.done():
+                    fut.set_result(None)

@@ -1,0 +1,331 @@
+"""The driver loop: joins the Raft core, storage, transport and the key-value state machine.
+
+One asyncio task runs every turn in the same order (DESIGN.md, "How a write flows"):
+
+1. step inbound Raft messages, tick from the monotonic clock;
+2. propose every client write that arrived since the last turn in one batch, and ask for
+   one ReadIndex on behalf of every linearizable read waiting;
+3. for each ``Ready``: send the leader's appends, make entries and hard state durable in one
+   synced LevelDB write (in a worker thread, so the loop keeps accepting work), send the
+   messages that had to wait for it, apply committed entries together with the applied index
+   in one write batch, answer clients, release reads, ``advance``.
+
+Nothing is acknowledged before it is durable, and a restart applies every entry once: the
+applied index is written in the same batch as the changes it covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import plyvel
+
+from .config import NodeConfig
+from .members import Member, decode_members, encode_members
+from .proposals import PendingProposal, Waiters
+from .raft.core import Config, InitialState, RaftCore, Role
+from .raft.errors import ProposalDropped
+from .raft.types import NONE, ConfChange, Entry, EntryType, Message, Ready, Snapshot
+
+log = logging.getLogger("flotilla.node")
+
+APPLIED_KEY = b"a/applied"
+MEMBERS_KEY = b"c/members"
+PROPOSAL_TIMEOUT = 5.0
+
+
+class NodeUnavailable(Exception):
+    """No leader, stopping, or a timeout: the client should retry (etcd: UNAVAILABLE)."""
+
+
+@dataclass
+class Stats:
+    proposals_committed: int = 0
+    proposals_failed: int = 0
+    leader_changes: int = 0
+    fsync_seconds: list[float] = field(default_factory=list)
+    apply_seconds: list[float] = field(default_factory=list)
+
+
+class RaftNode:
+    """The member's consensus machinery, independent of which client API sits on top."""
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        db: plyvel.DB,
+        storage: Any,
+        state_machine: Any,
+        transport_factory: Callable[[RaftNode], Any],
+    ) -> None:
+        self.cfg = cfg
+        self.db = db
+        self.storage = storage
+        self.sm = state_machine
+        self.member_id = cfg.member_id
+        self.cluster_id = cfg.cluster_id
+        self.waiters = Waiters(cfg.member_id)
+        self.inbox: list[Message] = []
+        self.stats = Stats()
+        self.members: dict[int, Member] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._last_lead = NONE
+        self._read_seq = 0
+        self._tick_seconds = cfg.heartbeat_interval_ms / 1000.0
+        self._snapshotting = False
+        self.core = self._load_core()
+        self.transport = transport_factory(self)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _load_core(self) -> RaftCore:
+        raft_cfg = Config(
+            self.member_id,
+            election_tick=self.cfg.election_ticks,
+            heartbeat_tick=1,
+            pre_vote=True,
+            check_quorum=True,
+        )
+        state: InitialState = self.storage.load()
+        raw_members = self.db.get(MEMBERS_KEY)
+        applied_raw = self.db.get(APPLIED_KEY)
+        fresh = state.hard_state.term == 0 and not state.entries and state.snapshot.index == 0
+        if fresh:
+            members = list(self.cfg.initial_cluster)
+            if self.cfg.initial_cluster_state == "new":
+                state = InitialState.bootstrap(m.id for m in members)
+            self._save_members(members)
+            state.applied = 0
+        else:
+            members = decode_members(raw_members) if raw_members else []
+            state.applied = struct.unpack(">Q", applied_raw)[0] if applied_raw else 0
+            state.applied = max(state.applied, state.snapshot.index)
+        self.members = {m.id: m for m in members}
+        return RaftCore(raft_cfg, state)
+
+    def _save_members(self, members: list[Member], batch: Any = None) -> None:
+        target = batch if batch is not None else self.db
+        target.put(MEMBERS_KEY, encode_members(members))
+
+    # -- client-facing entry points -------------------------------------------------------------
+
+    async def propose(self, data: bytes, request_id: bytes) -> object:
+        if self._stopping:
+            raise NodeUnavailable("etcdserver: server stopped")
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        deadline = time.monotonic() + PROPOSAL_TIMEOUT
+        self.waiters.queued.append(PendingProposal(request_id, data, fut, deadline))
+        self._wake.set()
+        return await fut
+
+    async def read_barrier(self) -> None:
+        if self._stopping:
+            raise NodeUnavailable("etcdserver: server stopped")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.reads_queued.append(fut)
+        self._wake.set()
+        await fut
+
+    def deliver(self, m: Message) -> None:
+        """The transport hands over one inbound Raft message."""
+        self.inbox.append(m)
+        self._wake.set()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role == Role.LEADER
+
+    @property
+    def leader_id(self) -> int:
+        return self.core.lead
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._tick_seconds
+        while not self._stopping:
+            timeout = max(0.0, next_tick - loop.time())
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            now = loop.time()
+            while now >= next_tick:
+                self.core.tick()
+                next_tick += self._tick_seconds
+                if now - next_tick > 10 * self._tick_seconds:
+                    next_tick = now + self._tick_seconds  # after a long pause, don't catch up
+            await self._turn()
+
+    async def _turn(self) -> None:
+        core = self.core
+        if self.inbox:
+            inbox, self.inbox = self.inbox, []
+            for m in inbox:
+                core.step(m)
+        batch = self.waiters.take_queued()
+        if batch:
+            try:
+                core.propose([p.data for p in batch])
+            except ProposalDropped as exc:
+                for p in batch:
+                    self.waiters.resolve(p.request_id, NodeUnavailable(f"etcdserver: {exc}"))
+        if self.waiters.reads_queued:
+            self._read_seq += 1
+            ctx = struct.pack(">QQ", self.member_id, self._read_seq)
+            futs, self.waiters.reads_queued = self.waiters.reads_queued, []
+            try:
+                core.read_index(ctx)
+                self.waiters.reads[ctx] = (time.monotonic() + PROPOSAL_TIMEOUT, futs)
+            except ProposalDropped:
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_exception(NodeUnavailable("etcdserver: no leader"))
+        while core.has_ready():
+            await self._handle_ready(core.ready())
+        self._note_leadership()
+        self.waiters.expire(time.monotonic(), NodeUnavailable("etcdserver: request timed out"))
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.messages:
+            self.transport.send(rd.messages)
+        if rd.snapshot is not None:
+            await self._receive_snapshot(rd.snapshot)
+        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            batch = self.db.write_batch(sync=True)
+            self.storage.stage(batch, rd)
+            started = time.perf_counter()
+            await asyncio.to_thread(batch.write)
+            self.stats.fsync_seconds.append(time.perf_counter() - started)
+        if rd.messages_after_persist:
+            self.transport.send(rd.messages_after_persist)
+        if rd.committed_entries:
+            started = time.perf_counter()
+            self._apply(rd.committed_entries)
+            self.stats.apply_seconds.append(time.perf_counter() - started)
+        for rs in rd.read_states:
+            self.waiters.release_reads(rs.contexts)
+        self.core.advance(rd)
+        self._maybe_snapshot()
+
+    def _apply(self, entries: list[Entry]) -> None:
+        batch = self.db.write_batch()
+        normal: list[tuple[int, bytes]] = []
+        for e in entries:
+            if e.type == EntryType.CONF_CHANGE:
+                if normal:
+                    self._apply_normal(normal, batch)
+                    normal = []
+                self._apply_conf(e, batch)
+            elif e.data:
+                normal.append((e.index, e.data))
+        if normal:
+            self._apply_normal(normal, batch)
+        batch.put(APPLIED_KEY, struct.pack(">Q", entries[-1].index))
+        batch.write()
+        self.sm.batch_written()
+
+    def _apply_normal(self, entries: list[tuple[int, bytes]], batch: Any) -> None:
+        results = self.sm.apply(entries, batch)
+        for request_id, result in results:
+            self.waiters.resolve(request_id, result)
+        self.stats.proposals_committed += len(entries)
+
+    def _apply_conf(self, e: Entry, batch: Any) -> None:
+        cc = ConfChange.decode(e.data)
+        if cc.context:
+            doc = json.loads(cc.context)
+            for m in doc.get("add", []):
+                member = Member.from_json(m)
+                self.members[member.id] = member
+            for rid in doc.get("remove", []):
+                self.members.pop(int(rid), None)
+        conf = cc.conf
+        for mid, m in list(self.members.items()):
+            learner = mid in conf.learners and not conf.is_voter(mid)
+            if m.is_learner != learner:
+                self.members[mid] = Member(m.id, m.name, m.peer_urls, m.client_urls, learner)
+        self._save_members(list(self.members.values()), batch)
+        self.transport.set_peers(
+            {mid: list(m.peer_urls) for mid, m in self.members.items() if mid != self.member_id}
+        )
+
+    async def _receive_snapshot(self, snap: Snapshot) -> None:
+        assert snap.data is not None, "the transport delivers snapshots with their data"
+        await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
+        await asyncio.to_thread(self.sm.restore, snap.data)
+
+    def _maybe_snapshot(self) -> None:
+        core = self.core
+        if self._snapshotting:
+            return
+        if core.applied - core.log.snapshot.index < self.cfg.snapshot_count:
+            return
+        self._snapshotting = True
+        index = core.applied
+        view = self.sm.view()
+        asyncio.get_running_loop().create_task(self._snapshot(index, view))
+
+    async def _snapshot(self, index: int, view: Any) -> None:
+        """Serialize the state at ``index`` off the loop, then compact the log behind it."""
+        try:
+            data = await asyncio.to_thread(self.sm.dump, view)
+            meta = self.core.create_snapshot(index)
+            await asyncio.to_thread(self.storage.save_snapshot, meta, data)
+            # Keep some entries behind the snapshot so slightly slow followers need no snapshot.
+            keep = min(5000, self.cfg.snapshot_count)
+            upto = max(self.core.log.offset, index - keep)
+            if upto > self.core.log.offset:
+                self.core.compact(upto)
+                batch = self.db.write_batch()
+                self.storage.compact(batch, upto)
+                await asyncio.to_thread(batch.write)
+            self.storage.purge_snapshots(keep=2)
+            log.info("snapshot at index %d, log compacted to %d", index, upto)
+        finally:
+            self._snapshotting = False
+
+    def _note_leadership(self) -> None:
+        lead = self.core.lead
+        if lead != self._last_lead:
+            was_leader = self._last_lead == self.member_id
+            self._last_lead = lead
+            if lead != NONE:
+                self.stats.leader_changes += 1
+            log.info(
+                "leader is now %s (term %d)", f"{lead:x}" if lead else "unknown", self.core.term
+            )
+            if lead == self.member_id:
+                self.sm.on_leader(True)
+            elif was_leader:
+                self.sm.on_leader(False)
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def stop(self, hand_over: bool = True) -> None:
+        """Stop accepting, hand leadership over if we hold it, flush, and stop the loop."""
+        if hand_over and self.is_leader:
+            best = max(
+                (mid for mid in self.core.prs if mid != self.member_id),
+                key=lambda mid: self.core.prs[mid].match,
+                default=NONE,
+            )
+            if best != NONE:
+                self.core.transfer_leader(best)
+                self._wake.set()
+                deadline = time.monotonic() + self.cfg.election_timeout_ms / 1000.0
+                while self.is_leader and time.monotonic() < deadline:
+                    await asyncio.sleep(self._tick_seconds / 2)
+        self._stopping = True
+        self._wake.set()
+        self.waiters.fail_all(NodeUnavailable, "etcdserver: server stopped")

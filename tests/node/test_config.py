@@ -1,0 +1,74 @@
+"""The command line speaks etcd's flags, reads the environment, and refuses bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from flotilla.node.config import ConfigError, parse
+from flotilla.node.members import cluster_id_of, member_id_of
+
+THREE = "a=http://127.0.0.1:2380,b=http://127.0.0.1:12380,c=http://127.0.0.1:22380"
+
+
+def test_an_etcd_command_line_parses() -> None:
+    cfg = parse(
+        [
+            "--name=a",
+            "--data-dir=/tmp/a",
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--listen-peer-urls=http://127.0.0.1:2380",
+            "--listen-client-urls=http://127.0.0.1:2379",
+            "--advertise-client-urls=http://127.0.0.1:2379",
+            f"--initial-cluster={THREE}",
+            "--initial-cluster-token=tok",
+            "--heartbeat-interval=50",
+            "--election-timeout=500",
+        ],
+        environ={},
+    )
+    assert [m.name for m in cfg.initial_cluster] == ["a", "b", "c"]
+    assert cfg.member_id == member_id_of(["http://127.0.0.1:2380"], "tok")
+    assert cfg.cluster_id == cluster_id_of(m.id for m in cfg.initial_cluster)
+    assert cfg.election_ticks == 10
+
+
+def test_flags_come_from_the_environment_and_the_command_line_wins() -> None:
+    env = {
+        "FLOTILLA_NAME": "b",
+        "FLOTILLA_INITIAL_CLUSTER": THREE,
+        "FLOTILLA_INITIAL_ADVERTISE_PEER_URLS": "http://127.0.0.1:12380",
+        "FLOTILLA_SNAPSHOT_COUNT": "77",
+    }
+    cfg = parse([], environ=env)
+    assert cfg.name == "b" and cfg.snapshot_count == 77
+    cfg = parse(["--snapshot-count=5"], environ=env)
+    assert cfg.snapshot_count == 5
+
+
+def test_etcd_derives_the_same_member_id() -> None:
+    # etcd's member ID for peer URL http://localhost:2380 and token "etcd-cluster"
+    # (printed by `etcd` at first start; also in etcd's membership tests).
+    assert member_id_of(["http://localhost:2380"], "etcd-cluster") == 0x8E9E05C52164694D
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--name=x", f"--initial-cluster={THREE}"], "no member named 'x'"),
+        (
+            [
+                "--name=a",
+                f"--initial-cluster={THREE}",
+                "--initial-advertise-peer-urls=http://127.0.0.1:9999",
+            ],
+            "--initial-advertise-peer-urls is",
+        ),
+        (["--listen-client-urls=localhost"], "not a URL"),
+        (["--election-timeout=100"], "at least 5 times"),
+        (["--initial-cluster-state=maybe"], "invalid choice"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_command_lines_get_one_clear_error(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(argv, environ={})
