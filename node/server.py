@@ -82,6 +82,8 @@ class RaftNode:
         self._read_seq = 0
         self._tick_seconds = cfg.heartbeat_interval_ms / 1000.0
         self._snapshotting = False
+        self._commands: list[tuple[Callable[[RaftCore], object], asyncio.Future[object]]] = []
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.core = self._load_core()
         self.transport = transport_factory(self)
 
@@ -135,6 +137,23 @@ class RaftNode:
         self._wake.set()
         await fut
 
+    async def call_core(self, fn: Callable[[RaftCore], object]) -> object:
+        """Run ``fn(core)`` at the start of the next turn (never between ready and advance)."""
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._commands.append((fn, fut))
+        self._wake.set()
+        return await fut
+
+    async def wait_applied(self, index: int, timeout: float = PROPOSAL_TIMEOUT) -> None:
+        if self.core.applied >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise NodeUnavailable("etcdserver: request timed out") from None
+
     def deliver(self, m: Message) -> None:
         """The transport hands over one inbound Raft message."""
         self.inbox.append(m)
@@ -169,6 +188,17 @@ class RaftNode:
 
     async def _turn(self) -> None:
         core = self.core
+        if self._commands:
+            commands, self._commands = self._commands, []
+            for fn, fut in commands:
+                try:
+                    result = fn(core)
+                except Exception as exc:  # handed to the caller
+                    if not fut.done():
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(result)
         if self.inbox:
             inbox, self.inbox = self.inbox, []
             for m in inbox:
@@ -188,9 +218,9 @@ class RaftNode:
                 core.read_index(ctx)
                 self.waiters.reads[ctx] = (time.monotonic() + PROPOSAL_TIMEOUT, futs)
             except ProposalDropped:
-                for fut in futs:
-                    if not fut.done():
-                        fut.set_exception(NodeUnavailable("etcdserver: no leader"))
+                for read in futs:
+                    if not read.done():
+                        read.set_exception(NodeUnavailable("etcdserver: no leader"))
         while core.has_ready():
             await self._handle_ready(core.ready())
         self._note_leadership()
@@ -216,6 +246,16 @@ class RaftNode:
         for rs in rd.read_states:
             self.waiters.release_reads(rs.contexts)
         self.core.advance(rd)
+        if self._applied_waiters:
+            applied = self.core.applied
+            still = []
+            for index, fut in self._applied_waiters:
+                if index <= applied:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((index, fut))
+            self._applied_waiters = still
         self._maybe_snapshot()
 
     def _apply(self, entries: list[Entry]) -> None:
