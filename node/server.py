@@ -154,6 +154,27 @@ class RaftNode:
         except TimeoutError:
             raise NodeUnavailable("etcdserver: request timed out") from None
 
+    async def wait_config_settled(self, timeout: float = PROPOSAL_TIMEOUT) -> None:
+        """Wait until the configuration in effect is applied and not a joint one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            index = self.core.conf_index
+            await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
+            if not self.core.conf.joint and self.core.conf_index == index:
+                return
+            await self.wait_applied(index + 1, max(0.0, deadline - time.monotonic()))
+
+    async def wait_for_leader(self, target: int, timeout: float | None = None) -> None:
+        """Wait until ``target`` is the leader known here (after a leadership transfer)."""
+        limit = timeout if timeout is not None else 2 * self.cfg.election_timeout_ms / 1000
+        deadline = time.monotonic() + limit
+        while self.core.lead != target:
+            if time.monotonic() >= deadline:
+                raise NodeUnavailable(
+                    "etcdserver: request timed out, leader transfer took too long"
+                )
+            await self.wait_applied(self.core.applied + 1, max(0.0, deadline - time.monotonic()))
+
     def deliver(self, m: Message) -> None:
         """The transport hands over one inbound Raft message."""
         self.inbox.append(m)

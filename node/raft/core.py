@@ -172,6 +172,11 @@ class RaftCore:
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
 
+    @property
+    def conf_index(self) -> int:
+        """Index of the log entry that installed the configuration in effect."""
+        return self._conf_history[-1][0]
+
     def is_promotable(self) -> bool:
         """May this member campaign?
 

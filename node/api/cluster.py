@@ -1,0 +1,158 @@
+"""etcd's Cluster service: member list and membership changes, answered as etcd answers.
+
+Changes are decided in ``memberops`` and carried out by the leader's Raft core; a member that
+is not the leader forwards the request to the leader's client URL, so any endpoint works.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from .. import memberops
+from ..members import Member, member_id_of
+from ..raft.core import RaftCore
+from ..server import NodeUnavailable, RaftNode
+from .etcdpb import rpc_pb2 as pb
+from .etcdpb import rpc_pb2_grpc
+
+Header = Callable[[], pb.ResponseHeader]
+
+
+def member_pb(m: Member) -> pb.Member:
+    return pb.Member(
+        ID=m.id,
+        name=m.name,
+        peerURLs=list(m.peer_urls),
+        clientURLs=list(m.client_urls),
+        isLearner=m.is_learner,
+    )
+
+
+class ClusterService(rpc_pb2_grpc.ClusterServicer):
+    def __init__(self, node: RaftNode, header: Header, token: str) -> None:
+        self.node = node
+        self.header = header
+        self.token = token
+
+    def _members(self) -> list[pb.Member]:
+        return [member_pb(m) for m in sorted(self.node.members.values(), key=lambda m: m.id)]
+
+    async def MemberList(
+        self, request: pb.MemberListRequest, context: Any
+    ) -> pb.MemberListResponse:
+        if request.linearizable:
+            await self._barrier(context)
+        return pb.MemberListResponse(header=self.header(), members=self._members())
+
+    async def MemberAdd(self, request: pb.MemberAddRequest, context: Any) -> pb.MemberAddResponse:
+        forwarded = await self._forward(context, "MemberAdd", request, pb.MemberAddResponse)
+        if forwarded is not None:
+            return forwarded  # type: ignore[no-any-return]
+        new = Member(
+            member_id_of(request.peerURLs, self.token, time.time_ns()),
+            "",
+            tuple(sorted(request.peerURLs)),
+            (),
+            request.isLearner,
+        )
+        await self._change(
+            context,
+            lambda core: memberops.add(core.conf, self.node.members, new, self._healthy(core)),
+        )
+        return pb.MemberAddResponse(
+            header=self.header(), member=member_pb(new), members=self._members()
+        )
+
+    async def MemberRemove(
+        self, request: pb.MemberRemoveRequest, context: Any
+    ) -> pb.MemberRemoveResponse:
+        forwarded = await self._forward(context, "MemberRemove", request, pb.MemberRemoveResponse)
+        if forwarded is not None:
+            return forwarded  # type: ignore[no-any-return]
+        await self._change(
+            context,
+            lambda core: memberops.remove(
+                core.conf, self.node.members, request.ID, self._healthy(core), force=False
+            ),
+        )
+        return pb.MemberRemoveResponse(header=self.header(), members=self._members())
+
+    async def MemberPromote(
+        self, request: pb.MemberPromoteRequest, context: Any
+    ) -> pb.MemberPromoteResponse:
+        forwarded = await self._forward(context, "MemberPromote", request, pb.MemberPromoteResponse)
+        if forwarded is not None:
+            return forwarded  # type: ignore[no-any-return]
+
+        def plan(core: RaftCore) -> memberops.Change:
+            pr = core.prs.get(request.ID)
+            lag = None if pr is None else core.last_index() - pr.match
+            return memberops.promote(core.conf, self.node.members, request.ID, lag)
+
+        await self._change(context, plan)
+        return pb.MemberPromoteResponse(header=self.header(), members=self._members())
+
+    async def MemberUpdate(
+        self, request: pb.MemberUpdateRequest, context: Any
+    ) -> pb.MemberUpdateResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "flotilla: MemberUpdate is not supported yet"
+        )
+        raise AssertionError("unreachable")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _healthy(self, core: RaftCore) -> set[int]:
+        healthy = {core.id}
+        for mid, pr in core.prs.items():
+            if pr.recent_active:
+                healthy.add(mid)
+        return healthy
+
+    async def _barrier(self, context: Any) -> None:
+        try:
+            await self.node.read_barrier()
+        except NodeUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    async def _change(self, context: Any, plan: Callable[[RaftCore], memberops.Change]) -> None:
+        def start(core: RaftCore) -> int:
+            change = plan(core)
+            return core.propose_conf_change(change.voters, change.learners, change.context)
+
+        try:
+            index = await self.node.call_core(start)
+            assert isinstance(index, int)
+            await self.node.wait_applied(index)
+            # Wait for the joint transition to complete (the leave entry follows).
+            await self.node.wait_config_settled()
+        except memberops.MemberOpError as exc:
+            await context.abort(exc.code, exc.message)
+        except NodeUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception as exc:  # the core's refusals: not leader, change in progress
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {exc}")
+
+    async def _forward(self, context: Any, method: str, request: Any, resp_type: Any) -> Any:
+        node = self.node
+        if node.is_leader:
+            return None
+        leader = node.members.get(node.leader_id)
+        if leader is None or not leader.client_urls:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+        assert leader is not None
+        target = leader.client_urls[0].split("://", 1)[-1]
+        async with grpc.aio.insecure_channel(target) as channel:
+            call = channel.unary_unary(
+                f"/etcdserverpb.Cluster/{method}",
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=resp_type.FromString,
+            )
+            try:
+                return await call(request, timeout=10)
+            except grpc.aio.AioRpcError as err:
+                await context.abort(err.code(), err.details() or "")
