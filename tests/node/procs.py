@@ -62,19 +62,21 @@ class Proc:
     metrics_port: int
     data_dir: Path
     log_path: Path
+    host: str = "127.0.0.1"
+    netns: str | None = None
     popen: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     def http(self, path: str) -> tuple[int, str]:
         try:
-            url = f"http://127.0.0.1:{self.metrics_port}{path}"
+            url = f"http://{self.host}:{self.metrics_port}{path}"
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as err:
@@ -120,17 +122,19 @@ class ProcessCluster:
         return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
     def command(self, m: Proc, state: str = "new") -> list[str]:
+        prefix = ["ip", "netns", "exec", m.netns] if m.netns else []
         return [
+            *prefix,
             sys.executable,
             "-m",
             "flotilla.node.main",
             f"--name={m.name}",
             f"--data-dir={m.data_dir}",
-            f"--listen-client-urls=http://127.0.0.1:{m.client_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{m.client_port}",
+            f"--listen-client-urls=http://{m.host}:{m.client_port}",
+            f"--advertise-client-urls=http://{m.host}:{m.client_port}",
             f"--listen-peer-urls={m.peer_url}",
             f"--initial-advertise-peer-urls={m.peer_url}",
-            f"--listen-metrics-urls=http://127.0.0.1:{m.metrics_port}",
+            f"--listen-metrics-urls=http://{m.host}:{m.metrics_port}",
             f"--initial-cluster={self.initial_cluster}",
             f"--initial-cluster-token={self.token}",
             f"--initial-cluster-state={state}",
