@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -133,17 +133,21 @@ class Lessor:
         crc: int = codec.crc32(body, codec.crc32(key))
         return crc.to_bytes(4, "big") + body
 
-    def _load(self) -> None:
+    def _decode(self, key: bytes, value: bytes) -> Lease:
         plen = len(self._prefix)
+        if len(key) != plen + _ID.size or len(value) != 4 + _RECORD.size:
+            raise CorruptDataError(f"malformed lease record {key!r}")
+        body = value[4:]
+        if int.from_bytes(value[:4], "big") != codec.crc32(body, codec.crc32(key)):
+            raise CorruptDataError(f"lease record {key!r} fails its checksum")
+        (lease_id,) = _ID.unpack_from(key, plen)
+        ttl, remaining = _RECORD.unpack(body)
+        return Lease(lease_id, ttl, remaining)
+
+    def _load(self) -> None:
         for key, value in self._db.iterator(prefix=self._prefix):
-            if len(key) != plen + _ID.size or len(value) != 4 + _RECORD.size:
-                raise CorruptDataError(f"malformed lease record {key!r}")
-            body = value[4:]
-            if int.from_bytes(value[:4], "big") != codec.crc32(body, codec.crc32(key)):
-                raise CorruptDataError(f"lease record {key!r} fails its checksum")
-            (lease_id,) = _ID.unpack_from(key, plen)
-            ttl, remaining = _RECORD.unpack(body)
-            self._leases[lease_id] = Lease(lease_id, ttl, remaining)
+            lease = self._decode(key, value)
+            self._leases[lease.id] = lease
 
     def _save(self, lease: Lease, batch: WriteBatch) -> None:
         key = self._key(lease.id)
@@ -154,6 +158,27 @@ class Lessor:
         for lease in sorted(self._leases.values(), key=lambda le: le.id):
             key = self._key(lease.id)
             yield key[len(self._prefix) :], self._encode(key, lease)
+
+    def restore(self, records: Iterable[tuple[bytes, bytes]], batch: WriteBatch) -> None:
+        """Replace every lease with ``records`` (from :meth:`records`), staged in ``batch``.
+
+        Used when a Raft snapshot is installed. Every record is verified before anything
+        changes. On the leader, the restored leases' clocks start at the next leader call.
+        """
+        leases: dict[int, Lease] = {}
+        for rel, value in records:
+            key = self._prefix + rel
+            lease = self._decode(key, value)
+            leases[lease.id] = lease
+        for key in self._db.iterator(prefix=self._prefix, include_value=False):
+            batch.delete(key)
+        for lease in leases.values():
+            self._save(lease, batch)
+        self._leases = leases
+        self._heap = []
+        self._expiring.clear()
+        self._stale_checkpoints.clear()
+        self._unscheduled = set(leases) if self._primary else set()
 
     # ------------------------------------------------------------------ queries
 

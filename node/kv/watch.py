@@ -563,6 +563,25 @@ class WatchHub:
         if stream.queue:
             stream.wake()
 
+    def restored(self) -> None:
+        """The store was replaced by a snapshot: every watcher catches up from history.
+
+        Live events between the old and the new state never existed on this member, so
+        watchers replay them from the restored history (or are canceled with the compact
+        revision if it no longer holds them), as etcd's watchable store does on restore.
+        """
+        for stream in list(self._streams):
+            for w in stream.watchers.values():
+                if w.synced:
+                    self._unindex(w)
+                    w.synced = False
+                    w.next_rev = max(w.next_rev, self.revision + 1)
+                    stream.unsynced[w] = None
+        self.revision = self.store.revision
+        for stream in list(self._streams):
+            if stream.has_room:
+                self.catch_up(stream)
+
     # ------------------------------------------------------------------ time
 
     def tick(self, now: float) -> None:

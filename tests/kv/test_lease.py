@@ -170,3 +170,25 @@ def test_many_renewals_keep_the_heap_small(m: Machine) -> None:
     assert len(m.lessor._heap) <= 4 * 10 + 64
     assert m.lessor.expired(10.0) == []
     assert sorted(m.lessor.expired(30.0)) == list(range(1, 11))
+
+
+def test_restore_replaces_every_lease(m: Machine, tmp_path) -> None:
+    src = Machine(tmp_path / "src")
+    try:
+        grant(src, 10, 1)
+        grant(src, 20, 2)
+        grant(m, 30, 3)
+        m.lessor.promote(0.0)
+        batch = m.db.write_batch()
+        m.lessor.restore(list(src.lessor.records()), batch)
+        batch.write()
+        assert m.lessor.leases() == src.lessor.leases()
+        # Clocks start at the first leader call after the restore, with the full TTL.
+        assert m.lessor.expired(19.0) == []
+        assert m.lessor.expired(29.0) == [1]
+        m.reopen()
+        assert [s.ID for s in m.lessor.leases().leases] == [1, 2]
+        with pytest.raises(errors.CorruptDataError):
+            m.lessor.restore([(b"\0" * 8, b"bad")], m.db.write_batch())
+    finally:
+        src.close()

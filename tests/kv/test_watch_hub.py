@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
@@ -270,3 +271,29 @@ def test_five_thousand_watchers_on_one_prefix_in_one_pass(m: Machine) -> None:
         total += len(got)
     assert total == 5000
     assert elapsed < 1.0, elapsed
+
+
+def test_watchers_replay_history_after_a_snapshot_restore(m: Machine, tmp_path) -> None:
+    src = Machine(tmp_path / "src")
+    try:
+        hub = WatchHub(m.store)
+        s = hub.open_stream()
+        create(s, b"k")
+        for i in range(6):
+            src.apply(put(b"k", str(i).encode()))
+        for i in range(2):
+            apply(m, hub, put(b"k", str(i).encode()))
+        assert events(drain(s)) == [(PUT, b"k", 1), (PUT, b"k", 2)]
+        snap = io.BytesIO()
+        src.store.snapshot(snap)
+        snap.seek(0)
+        batch = m.db.write_batch()
+        m.store.restore(snap, batch)
+        batch.write()
+        m.store.batch_written()
+        hub.restored()
+        assert events(drain(s)) == [(PUT, b"k", r) for r in (3, 4, 5, 6)]
+        apply(m, hub, put(b"k"))
+        assert events(drain(s)) == [(PUT, b"k", 7)]
+    finally:
+        src.close()
