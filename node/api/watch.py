@@ -29,6 +29,11 @@ SERVICE = "etcdserverpb.Watch"
 TAKE_MAX = 256
 """Responses built per wake-up before yielding to the event loop again."""
 
+CONTROL_BACKLOG = 1024
+"""Unsent control responses (created, canceled, progress) after which the stream stops
+reading requests until the client reads: the same back-pressure etcd's bounded control
+channel gives, so a client cannot grow the queue without bound by not reading."""
+
 
 class WatchService:
     def __init__(self, handle: NodeHandle) -> None:
@@ -39,12 +44,14 @@ class WatchService:
     ) -> AsyncIterator[bytes]:
         h = self._h
         wake = asyncio.Event()
+        room = asyncio.Event()
         stream = h.watch_hub.open_stream(wake.set)
-        reader = asyncio.create_task(_read(request_iterator, stream, wake))
+        reader = asyncio.create_task(_read(request_iterator, stream, wake, room))
         try:
             while True:
                 wake.clear()
                 batch = stream.take_encoded(TAKE_MAX, h.header())
+                room.set()
                 if batch:
                     for resp in batch:
                         yield resp
@@ -58,10 +65,16 @@ class WatchService:
 
 
 async def _read(
-    requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream, wake: asyncio.Event
+    requests: AsyncIterator[rpc_pb2.WatchRequest],
+    stream: WatchStream,
+    wake: asyncio.Event,
+    room: asyncio.Event,
 ) -> None:
     try:
         async for req in requests:
+            while len(stream.queue) - stream.pending > CONTROL_BACKLOG:
+                room.clear()
+                await room.wait()
             which = req.WhichOneof("request_union")
             if which == "create_request":
                 stream.create(req.create_request)

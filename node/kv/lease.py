@@ -96,6 +96,9 @@ class Lessor:
 
     Creating a lessor wires it into ``store`` as the ``lease_exists`` check, so a Put that
     attaches an unknown lease fails with etcd's "requested lease not found".
+
+    ``min_ttl`` shapes replicated state (granted TTLs), so it must be the same on every
+    member: derive it from the cluster-wide election timeout, not a per-member setting.
     """
 
     def __init__(
@@ -331,7 +334,9 @@ class Lessor:
         if lease.remaining:
             self._stale_checkpoints.add(lease_id)
         if len(self._heap) > 4 * len(self._leases) + 64:
-            self._heap = [(le.deadline, le.id) for le in self._leases.values() if le.deadline]
+            self._heap = [
+                (le.deadline, le.id) for le in self._leases.values() if le.deadline is not None
+            ]
             heapq.heapify(self._heap)
         return lease.ttl
 

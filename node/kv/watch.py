@@ -208,10 +208,6 @@ class WatchStream:
         self.queue.append(resp)
         self.wake()
 
-    def deliver(self, w: Watcher, events: Sequence[Event], revision: int) -> None:
-        self.queue.append((w, EventBatch(events), revision))
-        self.pending += 1
-
     def take(self, max_items: int = 256) -> list[WatchResponse]:
         """Like :meth:`take_encoded`, as messages (for tests and tools)."""
         return [WatchResponse.FromString(b) for b in self.take_encoded(max_items)]
@@ -253,7 +249,8 @@ class WatchStream:
                 continue
             wid = _WATCH_ID_TAG + _varint(w.id) if w.id else b""
             out.append(_head(heads, base, revision) + wid + blob)
-        if self.unsynced and self.has_room:
+        # Catch up in large steps (below half full), not one watcher per freed slot.
+        if self.unsynced and self.pending <= self.max_pending // 2:
             self._hub.catch_up(self)
         return out
 
@@ -369,6 +366,11 @@ def _fragments(resp: WatchResponse, limit: int) -> list[WatchResponse]:
     return parts
 
 
+# History reads of one catch-up pass: (key, range_end, next_rev, prev_kv) -> (events or
+# None if compacted, revision covered, whether that reaches the head).
+_Reads: TypeAlias = "dict[tuple[bytes, bytes, int, bool], tuple[EventBatch | None, int, bool]]"
+
+
 class WatchHub:
     """Every watcher of this member, indexed for one-pass fan-out of each apply's events."""
 
@@ -394,6 +396,8 @@ class WatchHub:
         self._prev_kv_watchers = 0
         self._count = 0
         self._next_progress: float | None = None
+        self._reads: _Reads = {}
+        self._reads_stamp = (-1, -1)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -528,31 +532,52 @@ class WatchHub:
     # ------------------------------------------------------------------ catching up
 
     def catch_up(self, stream: WatchStream) -> None:
-        """Replay history to the stream's unsynced watchers while its queue has room."""
+        """Replay history to the stream's unsynced watchers while its queue has room.
+
+        Watchers that lagged together usually share interval and next revision (all victims
+        of one apply do), so each distinct history read is made once per store revision and
+        its events are serialized once for all of them, across streams.
+        """
         store = self.store
         limit = self.catch_up_events
+        # History below the head is immutable until the next apply or compaction, so reads
+        # made at the same head are reused by later calls (other streams, later takes).
+        stamp = (store.revision, store.compacted_revision)
+        if stamp != self._reads_stamp:
+            self._reads_stamp = stamp
+            self._reads = {}
+        reads = self._reads
         for w in list(stream.unsynced):
             if not stream.has_room:
                 break
-            head = store.revision
-            try:
-                evs = store.events_since(
-                    w.key, w.range_end, w.next_rev, prev_kv=w.prev_kv, max_events=limit
-                )
-            except CompactedError:
+            spot = (w.key, w.range_end, w.next_rev, w.prev_kv)
+            got = reads.get(spot)
+            if got is None:
+                head = store.revision
+                try:
+                    evs = store.events_since(
+                        w.key, w.range_end, w.next_rev, prev_kv=w.prev_kv, max_events=limit
+                    )
+                except CompactedError:
+                    got = reads[spot] = (None, head, False)
+                else:
+                    complete = len(evs) < limit
+                    if complete:
+                        upto = max(head, evs[-1].kv.mod_revision) if evs else head
+                    else:
+                        upto = evs[-1].kv.mod_revision
+                    got = reads[spot] = (EventBatch(evs), upto, complete)
+            batch, upto, complete = got
+            if batch is None:
                 stream._drop(w)
                 stream.push(
-                    _control(w.id, head, canceled=True, compact_revision=store.compacted_revision)
+                    _control(w.id, upto, canceled=True, compact_revision=store.compacted_revision)
                 )
                 continue
-            complete = len(evs) < limit
-            if complete:
-                upto = max(head, evs[-1].kv.mod_revision) if evs else head
-            else:
-                upto = evs[-1].kv.mod_revision
-            mine = w.filter(evs)
-            if mine:
-                stream.deliver(w, mine, upto)
+            mine = batch if not (w.no_put or w.no_delete) else EventBatch(w.filter(batch.events))
+            if mine.events:
+                stream.queue.append((w, mine, upto))
+                stream.pending += 1
                 w.sent = True
             w.next_rev = upto + 1
             if complete:
@@ -578,6 +603,7 @@ class WatchHub:
                     w.next_rev = max(w.next_rev, self.revision + 1)
                     stream.unsynced[w] = None
         self.revision = self.store.revision
+        self._reads = {}
         for stream in list(self._streams):
             if stream.has_room:
                 self.catch_up(stream)

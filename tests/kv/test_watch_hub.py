@@ -297,3 +297,28 @@ def test_watchers_replay_history_after_a_snapshot_restore(m: Machine, tmp_path) 
         assert events(drain(s)) == [(PUT, b"k", 7)]
     finally:
         src.close()
+
+
+def test_watchers_that_lag_together_share_history_reads(m: Machine) -> None:
+    hub = WatchHub(m.store, max_pending=100)
+    s = hub.open_stream()
+    ids = [create(s, b"/p/", b"/p0") for _ in range(1000)]
+    drain(s)
+    for i in range(3):
+        apply(m, hub, put(b"/p/%d" % i))
+    assert len(s.unsynced) == 1000  # the first 100 lag from the second apply on
+    reads = []
+    real = m.store.events_since
+
+    def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        reads.append(args)
+        return real(*args, **kw)
+
+    m.store.events_since = counting  # type: ignore[method-assign]
+    got = drain(s)
+    assert not s.unsynced
+    assert len(reads) <= 3
+    per_watcher: dict[int, list[int]] = {}
+    for r in got:
+        per_watcher.setdefault(r.watch_id, []).extend(e.kv.mod_revision for e in r.events)
+    assert per_watcher == {i: [1, 2, 3] for i in ids}
