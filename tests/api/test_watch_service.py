@@ -122,3 +122,39 @@ def test_closed_streams_release_their_watchers(
             break
         threading.Event().wait(0.05)
     assert served.call(lambda: served.member.watch_hub.watcher_count) == 0
+
+
+def test_a_client_that_stops_reading_lags_then_gets_every_event(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    served = Served(tmp_path / "slow", max_pending=8, catch_up_events=50)
+    # No window auto-tuning: a client that does not read must soon stop the server's writes.
+    channel = grpc.insecure_channel(served.endpoint, options=[("grpc.http2.bdp_probe", 0)])
+    try:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        requests: queue.Queue[pb.WatchRequest | None] = queue.Queue()
+        requests.put(
+            pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"s/", range_end=b"s0"))
+        )
+
+        def gen() -> Iterator[pb.WatchRequest]:
+            while (r := requests.get()) is not None:
+                yield r
+
+        call = rpc_pb2_grpc.WatchStub(channel).Watch(gen())
+        assert next(call).created
+        hub = served.member.watch_hub
+        lagged = False
+        n = 1000
+        for i in range(n):
+            kv.Put(pb.PutRequest(key=b"s/%d" % (i % 10), value=b"x" * 4096))
+            if not lagged:
+                lagged = served.call(lambda: any(s.unsynced for s in hub._streams))
+        assert lagged  # the client's window filled up and the watcher fell behind
+        revs: list[int] = []
+        while len(revs) < n:
+            revs.extend(e.kv.mod_revision for e in next(call).events)
+        assert revs == list(range(1, n + 1))
+        call.cancel()
+        requests.put(None)
+    finally:
+        channel.close()
+        served.close()
