@@ -96,3 +96,51 @@ class CorruptDataError(EtcdError):
 
     code = grpc.StatusCode.DATA_LOSS
     message = "etcdserver: corrupt cluster"
+
+
+class LeaseExistsError(EtcdError):
+    """LeaseGrant with an explicit ID that is already granted."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    message = "etcdserver: lease already exists"
+
+
+class LeaseTTLTooLargeError(EtcdError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+    message = "etcdserver: too large lease TTL"
+
+
+class RequestTooLargeError(EtcdError):
+    """A request that would make a Raft entry larger than the limit (etcd's 1.5 MiB)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    message = "etcdserver: request is too large"
+
+
+class NoLeaderError(EtcdError):
+    code = grpc.StatusCode.UNAVAILABLE
+    message = "etcdserver: no leader"
+
+
+class NotLeaderError(EtcdError):
+    """A leader-only operation (lease renewal, expiry) asked of a member that is not leader."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    message = "etcdserver: not leader"
+
+
+class RequestTimeoutError(EtcdError):
+    code = grpc.StatusCode.UNAVAILABLE
+    message = "etcdserver: request timed out"
+
+
+class NoSpaceError(EtcdError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    message = "etcdserver: mvcc: database space exceeded"
+
+
+class MalformedRequestError(EtcdError):
+    """A Raft entry whose data is not a request envelope this version understands."""
+
+    code = grpc.StatusCode.INTERNAL
+    message = "etcdserver: malformed request"

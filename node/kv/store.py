@@ -521,6 +521,25 @@ class MvccStore:
             resp.header.revision = rev
             return Applied(resp, w.events, rev)
 
+    def read_txn(self, req: TxnRequest) -> TxnResponse:
+        """A txn whose every op (both branches, nested too) is a Range, run with no batch.
+
+        etcd serves such a txn without a Raft proposal, like a Range. It changes nothing, so
+        it must not touch the write overlay of a batch that may still be unwritten.
+        """
+        check_txn(req, self.max_txn_ops)
+        if not is_read_only(req):
+            raise ValueError("read_txn needs a txn without puts or deletes")
+        with self._lock:
+            path: list[bool] = []
+            self._compare_path(req, path)
+            self._check_txn_state(req, iter(path), puts=False)
+            w = _Write(_NO_BATCH, self._rev + 1)
+            resp = TxnResponse()
+            self._txn(w, req, iter(path), resp)
+            resp.header.revision = self._rev
+            return resp
+
     def _compare_path(self, req: TxnRequest, path: list[bool]) -> None:
         ok = all(self._compare(c) for c in req.compare)
         path.append(ok)
@@ -849,6 +868,31 @@ class MvccStore:
             self._leases = leases
             self._rev = header.revision
             self._compacted = header.compacted
+
+
+class _NoBatch:
+    """The batch of a read-only txn: any write through it is a bug."""
+
+    def put(self, key: bytes, value: bytes) -> None:
+        raise RuntimeError("a read-only txn tried to write")
+
+    def delete(self, key: bytes) -> None:
+        raise RuntimeError("a read-only txn tried to write")
+
+
+_NO_BATCH = _NoBatch()
+
+
+def is_read_only(req: TxnRequest) -> bool:
+    """Whether every op of ``req``, in both branches and nested txns, is a Range."""
+    for op in (*req.success, *req.failure):
+        which = op.WhichOneof("request")
+        if which == "request_txn":
+            if not is_read_only(op.request_txn):
+                return False
+        elif which != "request_range":
+            return False
+    return True
 
 
 def _cmp(a: Any, b: Any) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from kvharness import Harness
+from machine import Machine
 
 
 @pytest.fixture
@@ -14,3 +15,10 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     harness = Harness(tmp_path / "db")
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def m(tmp_path: Path) -> Iterator[Machine]:
+    machine = Machine(tmp_path / "machine")
+    yield machine
+    machine.close()
