@@ -236,10 +236,15 @@ class RaftStorage:
         return files[-1][2] if files else None
 
     def purge_snapshots(self, keep: int = 2) -> None:
-        """Delete all but the newest ``keep`` snapshot files, and leftovers of crashed saves."""
+        """Delete all but the newest ``keep`` snapshot files, and leftovers of crashed saves.
+
+        The file of the recorded snapshot is always kept: the log depends on it.
+        """
         files = self._snapshot_files()
+        recorded = snapshot_name(self._snapshot)
         for _, _, path in files[: max(0, len(files) - keep)]:
-            path.unlink(missing_ok=True)
+            if path.name != recorded:
+                path.unlink(missing_ok=True)
         for path in self._snap_dir.glob("*.snap.tmp"):
             path.unlink(missing_ok=True)
 

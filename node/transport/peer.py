@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", 256 << 20),
+    # Accept the peers' keepalive pings (see stream.CHANNEL_OPTIONS) instead of answering
+    # them with GOAWAY "too many pings".
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
 ]
 
 SnapshotSource = Callable[[], "tuple[SnapshotMeta, bytes] | None"]

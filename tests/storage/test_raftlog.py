@@ -83,6 +83,22 @@ def test_snapshot_replaces_the_log(dd: DataDir) -> None:
     assert dd.storage.load_snapshot() == (meta, b"state")
 
 
+def test_snapshot_and_entries_in_one_ready(dd: DataDir) -> None:
+    dd.persist(Ready(entries=ents(1, 30)))
+    meta = SnapshotMeta(20, 2, CONF)
+    dd.storage.save_snapshot(meta, b"state")
+    dd.persist(
+        Ready(
+            hard_state=HardState(2, 0, 21),
+            snapshot=Snapshot(meta, b"state"),
+            entries=ents(21, 22, term=2),
+        )
+    )
+    st = dd.reopen().load()
+    assert (st.snapshot, st.entries) == (meta, ents(21, 22, term=2))
+    assert [k for k, _ in dd.db.iterator(prefix=b"r/e/")] == [entry_key(21), entry_key(22)]
+
+
 def test_compaction_drops_entries_covered_by_a_snapshot(dd: DataDir) -> None:
     dd.persist(Ready(hard_state=HardState(1, 1, 10), entries=ents(1, 10)))
     meta = SnapshotMeta(6, 1, CONF)

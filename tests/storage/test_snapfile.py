@@ -74,3 +74,14 @@ def test_file_renamed_to_another_snapshot_is_detected(dd: DataDir) -> None:
     path.rename(other)
     with pytest.raises(CorruptDataError, match="not the one its name says"):
         dd.storage.read_snapshot(other)
+
+
+def test_purge_keeps_the_recorded_snapshot(dd: DataDir) -> None:
+    recorded = SnapshotMeta(10, 1, CONF)
+    kept = dd.storage.save_snapshot(recorded, b"s")
+    with dd.db.write_batch(sync=True) as wb:
+        dd.storage.record_snapshot(wb, recorded)
+    newer = [dd.storage.save_snapshot(SnapshotMeta(i, 2, CONF), b"s") for i in (20, 30)]
+    dd.storage.purge_snapshots(keep=1)
+    assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name, newer[-1].name]
+    assert dd.storage.load_snapshot() == (recorded, b"s")
