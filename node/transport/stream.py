@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -137,23 +137,24 @@ class PeerStream:
         failures = 0
         while True:
             started = loop.time()
+            error: Exception
             try:
                 await self._stream()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                level = logging.WARNING if failures == 0 else logging.DEBUG
-                log.log(
-                    level,
-                    "stream to member %x at %s broke: %s",
-                    self.member_id,
-                    self.urls[self._url_index],
-                    _describe(exc),
-                )
+                error = exc
             if self.connected and loop.time() - started >= self._backoff[1]:
                 # It worked for a while: this is a new failure, not the same one again.
                 delay = self._backoff[0]
                 failures = 0
+            log.log(
+                logging.WARNING if failures == 0 else logging.DEBUG,
+                "stream to member %x at %s broke: %s",
+                self.member_id,
+                self.urls[self._url_index],
+                _describe(error),
+            )
             self.connected = False
             failures += 1
             self._drop_queue()
@@ -170,8 +171,8 @@ class PeerStream:
         )
         self.stub = pb_grpc.RaftPeerStub(self.channel)
 
-    async def _stream(self) -> None:
-        """Write batches until the stream breaks (it raises then)."""
+    async def _stream(self) -> NoReturn:
+        """Write batches until the stream breaks: this never returns, it raises."""
         call = self.stub.Send()
         wake = self._wake
         call.add_done_callback(lambda _: wake.set())
