@@ -220,3 +220,17 @@ def test_peer_urls(url: str, target: str) -> None:
 def test_bad_peer_urls(url: str) -> None:
     with pytest.raises(ValueError):
         grpc_target(url)
+
+
+def test_reports_wake_the_driver() -> None:
+    async def body() -> None:
+        wakeups: list[None] = []
+        a = await Member(1, on_report=lambda: wakeups.append(None)).start()
+        a.transport.send(heartbeats(1, 5, 0, 3))
+        assert len(wakeups) == 1  # deduplicated until drained
+        assert a.transport.drain_reports() == [Report(ReportKind.UNREACHABLE, 5, False)]
+        a.transport.send(heartbeats(1, 5, 3, 1))
+        assert len(wakeups) == 2
+        await a.stop()
+
+    run(body())
