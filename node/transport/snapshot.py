@@ -84,7 +84,7 @@ async def receive(stream: AsyncIterator[pb.SnapshotChunk], cluster_id: int) -> M
             if header.type != MessageType.SNAP or header.snapshot is None:
                 raise SnapshotRejected(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"snapshot header is a {header.type.name} message without snapshot metadata",
+                    f"snapshot header must be a SNAP message with metadata, not {header!r}",
                 )
             sender = chunk.from_id
             meta = header.snapshot.meta
