@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules of ``proto/raftpeer.proto`` (see ``gen_protos``)."""

@@ -1,0 +1,222 @@
+"""Transport: a member's gRPC links to its peers, for the driver loop to use.
+
+The driver calls :meth:`Transport.send` with each turn's messages and never waits: messages
+are queued per peer and written by that peer's :class:`~.stream.PeerStream`. Snapshots
+(``MsgSnap``) take a separate path: a task per transfer reads the data from
+``snapshot_source`` and streams it in chunks, so a large snapshot never holds up the
+heartbeats and appends queued behind it. Whatever the core must hear back (peers that lost
+messages, snapshot outcomes) is collected for :meth:`Transport.drain_reports`.
+
+Incoming messages are handed to ``on_message`` in the order each peer sent them. Everything
+runs on the caller's asyncio loop; the methods that are not coroutines must be called from
+that loop too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+
+from flotilla.node.raft.types import Message, MessageType, Snapshot, SnapshotMeta
+from flotilla.node.transport import snapshot
+from flotilla.node.transport.codec import to_pb
+from flotilla.node.transport.pb import raftpeer_pb2 as pb
+from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
+from flotilla.node.transport.reports import Report, Reports
+from flotilla.node.transport.service import RaftPeerService
+from flotilla.node.transport.stream import PeerStream
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", 256 << 20),
+    # Accept the peers' keepalive pings (see stream.CHANNEL_OPTIONS) instead of answering
+    # them with GOAWAY "too many pings".
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+SnapshotSource = Callable[[], "tuple[SnapshotMeta, bytes] | None"]
+
+
+class UnknownPeerError(LookupError):
+    """No URL is known for the member a call was addressed to."""
+
+
+def grpc_target(url: str) -> str:
+    """``http://host:port`` (or a bare ``host:port``) as a gRPC target ``host:port``."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"unsupported peer URL scheme in {url!r} (only http is supported)")
+    if not parts.netloc or parts.port is None:
+        raise ValueError(f"peer URL {url!r} needs a host and a port")
+    return parts.netloc
+
+
+class Transport:
+    def __init__(
+        self,
+        cluster_id: int,
+        member_id: int,
+        on_message: Callable[[Message], None],
+        on_lease_renew: Callable[[int], Awaitable[int]],
+        snapshot_source: SnapshotSource,
+        *,
+        on_report: Callable[[], None] | None = None,
+        max_queue_messages: int = 4096,
+        max_queue_bytes: int = 32 << 20,
+        snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
+        snapshot_timeout: float = 600.0,
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        """``on_report`` is called whenever a report is queued, e.g. to wake the driver."""
+        self.cluster_id = cluster_id
+        self.member_id = member_id
+        self._service = RaftPeerService(cluster_id, member_id, on_message, on_lease_renew)
+        self._snapshot_source = snapshot_source
+        self._reports = Reports(on_report)
+        self._stream_options: dict[str, Any] = {
+            "max_messages": max_queue_messages,
+            "max_bytes": max_queue_bytes,
+            "backoff": backoff,
+        }
+        self._chunk_size = snapshot_chunk_size
+        self._snapshot_timeout = snapshot_timeout
+        self._peers: dict[int, PeerStream] = {}
+        self._snapshot_tasks: dict[int, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._server: Any = None
+        self.port = 0
+        """The port the server listens on (useful when started on port 0)."""
+
+    # == lifecycle =============================================================================
+
+    async def start(self, listen_url: str) -> None:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_RaftPeerServicer_to_server(self._service, server)
+        target = grpc_target(listen_url)
+        port = server.add_insecure_port(target)
+        if port == 0:
+            raise OSError(f"cannot listen on {target}")
+        await server.start()
+        self._server = server
+        self.port = port
+
+    async def stop(self, grace: float | None = 0.5) -> None:
+        for task in list(self._snapshot_tasks.values()):
+            task.cancel()
+        for task in list(self._snapshot_tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for member_id in list(self._peers):
+            await self._peers.pop(member_id).close()
+        if self._closing:
+            await asyncio.gather(*self._closing)
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    def set_peers(self, peers: dict[int, list[str]]) -> None:
+        """Make the peer set (member id -> peer URLs) what membership says it is now."""
+        wanted = {mid: [grpc_target(u) for u in urls] for mid, urls in peers.items()}
+        wanted.pop(self.member_id, None)
+        for mid in list(self._peers):
+            if wanted.get(mid) != self._peers[mid].urls:
+                task = asyncio.get_running_loop().create_task(self._peers.pop(mid).close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        for mid, urls in wanted.items():
+            if mid not in self._peers:
+                self._peers[mid] = PeerStream(
+                    mid,
+                    urls,
+                    self.cluster_id,
+                    self.member_id,
+                    self._reports,
+                    **self._stream_options,
+                )
+
+    # == sending ===============================================================================
+
+    def send(self, messages: list[Message]) -> None:
+        """Queue messages for their peers; never blocks."""
+        peers = self._peers
+        snap = MessageType.SNAP
+        for m in messages:
+            if m.type == snap:
+                self._start_snapshot(m)
+                continue
+            stream = peers.get(m.to)
+            if stream is None:
+                self._reports.unreachable(m.to)
+            else:
+                stream.enqueue(m)
+
+    def drain_reports(self) -> list[Report]:
+        """What happened since the last call, for ``report_unreachable``/``report_snapshot``."""
+        reports: list[Report] = self._reports.drain()
+        return reports
+
+    def queued(self, member_id: int) -> int:
+        """Messages waiting for ``member_id`` (for metrics and tests)."""
+        stream = self._peers.get(member_id)
+        return stream.queued if stream is not None else 0
+
+    def _start_snapshot(self, m: Message) -> None:
+        stream = self._peers.get(m.to)
+        if stream is None:
+            self._reports.snapshot(m.to, False)
+            return
+        if m.to in self._snapshot_tasks:
+            return  # one transfer per peer at a time; the running one reports
+        task = asyncio.get_running_loop().create_task(self._send_snapshot(stream, m))
+        self._snapshot_tasks[m.to] = task
+        task.add_done_callback(lambda _: self._snapshot_tasks.pop(m.to, None))
+
+    async def _send_snapshot(self, stream: PeerStream, m: Message) -> None:
+        ok = False
+        try:
+            source = await asyncio.to_thread(self._snapshot_source)
+            if source is None:
+                log.warning("no snapshot to send to member %x", m.to)
+                return
+            meta, data = source
+            # The data goes with the metadata of the snapshot it belongs to.
+            header = to_pb(Message(MessageType.SNAP, m.to, m.frm, m.term, snapshot=Snapshot(meta)))
+            chunks = snapshot.chunks(
+                self.cluster_id, self.member_id, header, data, self._chunk_size
+            )
+            await stream.stub.SendSnapshot(chunks, timeout=self._snapshot_timeout)
+            ok = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("snapshot to member %x failed: %s", m.to, exc)
+        finally:
+            self._reports.snapshot(m.to, ok)
+
+    # == forwarding ============================================================================
+
+    async def lease_renew(self, leader_id: int, lease_id: int, timeout: float = 5.0) -> int:
+        """Renew a lease on the leader; returns the TTL.
+
+        Raises :class:`UnknownPeerError`, or ``grpc.aio.AioRpcError`` with the leader's
+        status (e.g. NOT_FOUND with etcd's message for an unknown lease).
+        """
+        stream = self._peers.get(leader_id)
+        if stream is None:
+            raise UnknownPeerError(f"no peer URL known for member {leader_id:x}")
+        request = pb.LeaseRenewRequest(
+            cluster_id=self.cluster_id, from_id=self.member_id, lease_id=lease_id
+        )
+        response = await stream.stub.LeaseRenew(request, timeout=timeout)
+        return int(response.ttl)

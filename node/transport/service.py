@@ -1,0 +1,97 @@
+"""The receiving side of the member-to-member protocol: the RaftPeer gRPC service.
+
+Batches are decoded and handed to the node in the order they arrived; the node's callback
+is synchronous and cheap (it queues the message for the driver's next turn), so a batch is
+delivered without yielding to the event loop in between. Anything from another cluster is
+refused before a single message is delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from flotilla.node.raft.types import Message
+from flotilla.node.transport import snapshot
+from flotilla.node.transport.codec import CodecError, from_pb
+from flotilla.node.transport.pb import raftpeer_pb2 as pb
+from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        cluster_id: int,
+        member_id: int,
+        on_message: Callable[[Message], None],
+        on_lease_renew: Callable[[int], Awaitable[int]],
+    ) -> None:
+        self._cluster_id = cluster_id
+        self._member_id = member_id
+        self._on_message = on_message
+        self._on_lease_renew = on_lease_renew
+
+    def _foreign(self, cluster_id: int, from_id: int) -> str | None:
+        if cluster_id == self._cluster_id:
+            return None
+        return (
+            f"member {from_id:x} of cluster {cluster_id:x} reached member "
+            f"{self._member_id:x} of cluster {self._cluster_id:x}"
+        )
+
+    async def Send(
+        self, request_iterator: AsyncIterator[pb.MessageBatch], context: Any
+    ) -> pb.SendSummary:
+        batches = count = 0
+        me = self._member_id
+        deliver = self._on_message
+        async for batch in request_iterator:
+            refusal = self._foreign(batch.cluster_id, batch.from_id)
+            if refusal is not None:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            try:
+                messages = [from_pb(p) for p in batch.messages]
+            except CodecError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            for m in messages:
+                if m.to == me:
+                    deliver(m)
+                else:
+                    log.debug("dropping %r: addressed to another member", m)
+            batches += 1
+            count += len(messages)
+        return pb.SendSummary(batches=batches, messages=count)
+
+    async def SendSnapshot(
+        self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: Any
+    ) -> pb.SnapshotAck:
+        try:
+            m = await snapshot.receive(request_iterator, self._cluster_id)
+        except snapshot.SnapshotRejected as exc:
+            log.warning("refused a snapshot: %s", exc.message)
+            await context.abort(exc.code, exc.message)
+        self._on_message(m)
+        size = len(m.snapshot.data) if m.snapshot is not None and m.snapshot.data else 0
+        return pb.SnapshotAck(bytes=size)
+
+    async def LeaseRenew(
+        self, request: pb.LeaseRenewRequest, context: Any
+    ) -> pb.LeaseRenewResponse:
+        refusal = self._foreign(request.cluster_id, request.from_id)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+        try:
+            ttl = await self._on_lease_renew(request.lease_id)
+        except Exception as exc:
+            # Errors that carry a gRPC status (the store's etcd errors do) keep it, so the
+            # follower can answer its client exactly as the leader would have.
+            code = getattr(exc, "code", None)
+            if not isinstance(code, grpc.StatusCode):
+                code = grpc.StatusCode.UNKNOWN
+            await context.abort(code, str(exc))
+        return pb.LeaseRenewResponse(ttl=ttl)

@@ -1,0 +1,197 @@
+"""PeerStream: everything one member sends to one peer, over one long-lived gRPC stream.
+
+Messages wait in a bounded queue; one task drains it, writing everything queued as one
+``MessageBatch`` per wake-up, so a driver turn that produces many messages for a peer costs
+one gRPC write. While a write is in flight new messages gather for the next batch: the slower
+the link, the bigger the batches.
+
+Nothing is buffered without bound. When the queue is full, new messages are dropped and the
+peer is reported unreachable: Raft retransmits what matters, and the leader switches that
+follower to probing rather than streaming into a void. When the stream breaks, the queue is
+dropped the same way and the task reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any, NoReturn
+
+import grpc
+
+from flotilla.node.raft.types import ENTRY_OVERHEAD, Message
+from flotilla.node.transport.codec import encode_into
+from flotilla.node.transport.pb import raftpeer_pb2 as pb
+from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
+from flotilla.node.transport.reports import Reports
+
+log = logging.getLogger(__name__)
+
+MESSAGE_OVERHEAD = 64
+"""Bytes a queued message is counted for besides its entries."""
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    # gRPC's own reconnect backoff defaults to 1 s .. 120 s; match ours instead.
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    # Notice a silently dead peer (partition, no RST) instead of writing into it forever.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class PeerStream:
+    def __init__(
+        self,
+        member_id: int,
+        urls: list[str],
+        cluster_id: int,
+        from_id: int,
+        reports: Reports,
+        *,
+        max_messages: int = 4096,
+        max_bytes: int = 32 << 20,
+        max_batch_bytes: int = 4 << 20,
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        if not urls:
+            raise ValueError(f"member {member_id:x} has no peer URL")
+        self.member_id = member_id
+        self.urls = urls
+        self._cluster_id = cluster_id
+        self._from_id = from_id
+        self._reports = reports
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._max_batch_bytes = max_batch_bytes
+        self._backoff = backoff
+        self._queue: deque[tuple[Message, int]] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._url_index = 0
+        self.channel = grpc.aio.insecure_channel(urls[0], options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.RaftPeerStub(self.channel)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self.dropped = 0
+        """Messages dropped so far (queue full or stream broken); for metrics and tests."""
+        self.connected = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, m: Message) -> None:
+        size = MESSAGE_OVERHEAD
+        if m.entries:
+            size += sum([len(e.data) for e in m.entries]) + ENTRY_OVERHEAD * len(m.entries)
+        q = self._queue
+        if q and (len(q) >= self._max_messages or self._queued_bytes + size > self._max_bytes):
+            self.dropped += 1
+            self._reports.unreachable(self.member_id)
+            return
+        q.append((m, size))
+        self._queued_bytes += size
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.channel.close()
+
+    def _take_batch(self) -> pb.MessageBatch:
+        q = self._queue
+        batch = pb.MessageBatch(cluster_id=self._cluster_id, from_id=self._from_id)
+        add = batch.messages.add
+        if self._queued_bytes <= self._max_batch_bytes:
+            for m, _ in q:
+                encode_into(m, add())
+            q.clear()
+            self._queued_bytes = 0
+            return batch
+        size = 0
+        while q and (size == 0 or size + q[0][1] <= self._max_batch_bytes):
+            m, n = q.popleft()
+            encode_into(m, add())
+            size += n
+        self._queued_bytes -= size
+        return batch
+
+    def _drop_queue(self) -> None:
+        if self._queue:
+            self.dropped += len(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+        self._reports.unreachable(self.member_id)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self._backoff[0]
+        failures = 0
+        while True:
+            started = loop.time()
+            error: Exception
+            try:
+                await self._stream()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+            if self.connected and loop.time() - started >= self._backoff[1]:
+                # It worked for a while: this is a new failure, not the same one again.
+                delay = self._backoff[0]
+                failures = 0
+            log.log(
+                logging.WARNING if failures == 0 else logging.DEBUG,
+                "stream to member %x at %s broke: %s",
+                self.member_id,
+                self.urls[self._url_index],
+                _describe(error),
+            )
+            self.connected = False
+            failures += 1
+            self._drop_queue()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff[1])
+            if len(self.urls) > 1:
+                await self._next_url()
+
+    async def _next_url(self) -> None:
+        await self.channel.close()
+        self._url_index = (self._url_index + 1) % len(self.urls)
+        self.channel = grpc.aio.insecure_channel(
+            self.urls[self._url_index], options=CHANNEL_OPTIONS
+        )
+        self.stub = pb_grpc.RaftPeerStub(self.channel)
+
+    async def _stream(self) -> NoReturn:
+        """Write batches until the stream breaks: this never returns, it raises."""
+        call = self.stub.Send()
+        wake = self._wake
+        call.add_done_callback(lambda _: wake.set())
+        try:
+            while True:
+                if not self._queue:
+                    await wake.wait()
+                    wake.clear()
+                if call.done():
+                    await call  # raises the RPC's error
+                    raise ConnectionError("peer ended the stream")
+                if self._queue:
+                    await call.write(self._take_batch())
+                    self.connected = True
+        finally:
+            call.cancel()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return repr(exc)

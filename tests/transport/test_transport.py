@@ -1,0 +1,236 @@
+"""Two or more transports on loopback: order, isolation of dead peers, reconnect, identity."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from peers import CLUSTER, Member, eventually, free_port, heartbeats, run
+
+from flotilla.node.kv.errors import LeaseNotFoundError
+from flotilla.node.raft.types import Entry, Message, MessageType
+from flotilla.node.transport.pb import raftpeer_pb2 as pb
+from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
+from flotilla.node.transport.peer import UnknownPeerError, grpc_target
+from flotilla.node.transport.reports import Report, ReportKind
+
+
+def commits(ms: list[Message]) -> list[int]:
+    return [m.commit for m in ms]
+
+
+def test_batches_arrive_in_order_both_ways() -> None:
+    async def body() -> None:
+        a, b = await Member(1).start(), await Member(2).start()
+        a.transport.set_peers({1: [a.url], 2: [b.url]})
+        b.transport.set_peers({1: [a.url], 2: [b.url]})
+        for turn in range(50):
+            a.transport.send(heartbeats(1, 2, turn * 40, 40))
+            b.transport.send(heartbeats(2, 1, turn * 40, 40))
+            if turn % 7 == 0:
+                await eventually(lambda: len(b.got) > 0)
+        await eventually(lambda: len(b.got) == 2000 and len(a.got) == 2000)
+        assert commits(b.got) == list(range(2000))
+        assert commits(a.got) == list(range(2000))
+        assert all(m.frm == 1 and m.to == 2 for m in b.got)
+        assert a.transport.drain_reports() == b.transport.drain_reports() == []
+        await a.stop()
+        await b.stop()
+
+    run(body())
+
+
+def test_large_appends_are_split_into_several_batches() -> None:
+    async def body() -> None:
+        a, b = await Member(1).start(), await Member(2).start()
+        a.transport.set_peers({2: [b.url]})
+        big = b"x" * (1 << 20)
+        apps = [
+            Message(MessageType.APP, 2, 1, 1, index=i, entries=[Entry(1, i + 1, big)])
+            for i in range(12)
+        ]
+        a.transport.send(apps)
+        await eventually(lambda: len(b.got) == 12)
+        assert [m.index for m in b.got] == list(range(12))
+        assert all(m.entries[0].data == big for m in b.got)
+        await a.stop()
+        await b.stop()
+
+    run(body())
+
+
+def test_a_dead_peer_neither_blocks_others_nor_grows_its_queue() -> None:
+    async def body() -> None:
+        a = await Member(1, max_queue_messages=100).start()
+        b = await Member(2).start()
+        dead = f"http://127.0.0.1:{free_port()}"
+        a.transport.set_peers({2: [b.url], 3: [dead]})
+        reports: list[Report] = []
+        for turn in range(30):
+            a.transport.send(heartbeats(1, 2, turn * 100, 100) + heartbeats(1, 3, 0, 100))
+            assert a.transport.queued(3) <= 100
+            reports += a.transport.drain_reports()
+            await eventually(lambda t=turn: len(b.got) >= (t + 1) * 100)
+        assert commits(b.got) == list(range(3000))
+        assert Report(ReportKind.UNREACHABLE, 3, False) in reports
+        assert all(r.member_id == 3 for r in reports)
+        # Messages for a member nobody told us about are reported, not kept.
+        a.transport.drain_reports()
+        a.transport.send(heartbeats(1, 9, 0, 1))
+        assert Report(ReportKind.UNREACHABLE, 9, False) in a.transport.drain_reports()
+        await a.stop()
+        await b.stop()
+
+    run(body())
+
+
+def test_reconnects_when_the_peer_comes_back() -> None:
+    async def body() -> None:
+        a, b = await Member(1).start(), await Member(2).start()
+        port = b.transport.port
+        a.transport.set_peers({2: [b.url]})
+        a.transport.send(heartbeats(1, 2, 0, 1))
+        await eventually(lambda: len(b.got) == 1)
+        await b.stop()
+        a.transport.send(heartbeats(1, 2, 1, 1))
+        await eventually(
+            lambda: ReportKind.UNREACHABLE in {r.kind for r in a.transport.drain_reports()},
+            what="the stream to notice the peer is gone",
+        )
+        b2 = await Member(2).start(port)
+        n = 100
+        while not b2.got:  # a driver keeps sending heartbeats; one gets through eventually
+            a.transport.send(heartbeats(1, 2, n, 1))
+            n += 1
+            await asyncio.sleep(0.05)
+            assert n < 200, "no reconnect within 5 s"
+        first = b2.got[0].commit
+        a.transport.send(heartbeats(1, 2, n, 10))
+        await eventually(lambda: b2.got[-1].commit == n + 9)
+        assert commits(b2.got) == list(range(first, n + 10))
+        await a.stop()
+        await b2.stop()
+
+    run(body())
+
+
+def test_changing_a_peer_url_moves_its_stream() -> None:
+    async def body() -> None:
+        a, b, b2 = await Member(1).start(), await Member(2).start(), await Member(2).start()
+        a.transport.set_peers({2: [b.url]})
+        a.transport.send(heartbeats(1, 2, 0, 3))
+        await eventually(lambda: len(b.got) == 3)
+        a.transport.set_peers({2: [b2.url]})
+        a.transport.send(heartbeats(1, 2, 3, 3))
+        await eventually(lambda: len(b2.got) == 3)
+        assert commits(b2.got) == [3, 4, 5]
+        a.transport.set_peers({})
+        a.transport.send(heartbeats(1, 2, 6, 1))
+        assert a.transport.drain_reports() == [Report(ReportKind.UNREACHABLE, 2, False)]
+        for m in (a, b, b2):
+            await m.stop()
+
+    run(body())
+
+
+def test_another_cluster_is_refused() -> None:
+    async def body() -> None:
+        b = await Member(2).start()
+        stranger = await Member(1, cluster_id=0xBAD).start()
+        stranger.transport.set_peers({2: [b.url]})
+        stranger.transport.send(heartbeats(1, 2, 0, 5))
+        await eventually(
+            lambda: stranger.transport.drain_reports() != [], what="the refusal to be noticed"
+        )
+        assert b.got == []
+        async with grpc.aio.insecure_channel(grpc_target(b.url)) as channel:
+            stub = pb_grpc.RaftPeerStub(channel)
+            batch = pb.MessageBatch(cluster_id=0xBAD, from_id=1, messages=[pb.RaftMessage()])
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Send(iter([batch]))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "cluster bad" in err.value.details()
+            assert f"cluster {CLUSTER:x}" in err.value.details()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.LeaseRenew(pb.LeaseRenewRequest(cluster_id=0xBAD, lease_id=1))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert b.got == []
+        await b.stop()
+        await stranger.stop()
+
+    run(body())
+
+
+def test_undecodable_batch_is_refused_whole() -> None:
+    async def body() -> None:
+        b = await Member(2).start()
+        async with grpc.aio.insecure_channel(grpc_target(b.url)) as channel:
+            stub = pb_grpc.RaftPeerStub(channel)
+            good = pb.RaftMessage(type=MessageType.HEARTBEAT, to=2, frm=1)
+            batch = pb.MessageBatch(
+                cluster_id=CLUSTER, from_id=1, messages=[good, pb.RaftMessage(type=99, to=2)]
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Send(iter([batch]))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert b.got == []
+        await b.stop()
+
+    run(body())
+
+
+def test_lease_renew_reaches_the_leader() -> None:
+    async def body() -> None:
+        async def renew(lease_id: int) -> int:
+            if lease_id == 404:
+                raise LeaseNotFoundError()
+            return 30
+
+        leader = await Member(1, lease_renew=renew).start()
+        follower = await Member(2).start()
+        follower.transport.set_peers({1: [leader.url]})
+        assert await follower.transport.lease_renew(1, 7) == 30
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await follower.transport.lease_renew(1, 404)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert err.value.details() == "etcdserver: requested lease not found"
+        with pytest.raises(UnknownPeerError):
+            await follower.transport.lease_renew(3, 7)
+        await leader.stop()
+        await follower.stop()
+
+    run(body())
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("http://127.0.0.1:2380", "127.0.0.1:2380"),
+        ("127.0.0.1:2380", "127.0.0.1:2380"),
+        ("http://[::1]:2380", "[::1]:2380"),
+        ("http://node-0.peers.default.svc:2380", "node-0.peers.default.svc:2380"),
+    ],
+)
+def test_peer_urls(url: str, target: str) -> None:
+    assert grpc_target(url) == target
+
+
+@pytest.mark.parametrize("url", ["https://a:1", "http://a", "unix:///x"])
+def test_bad_peer_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        grpc_target(url)
+
+
+def test_reports_wake_the_driver() -> None:
+    async def body() -> None:
+        wakeups: list[None] = []
+        a = await Member(1, on_report=lambda: wakeups.append(None)).start()
+        a.transport.send(heartbeats(1, 5, 0, 3))
+        assert len(wakeups) == 1  # deduplicated until drained
+        assert a.transport.drain_reports() == [Report(ReportKind.UNREACHABLE, 5, False)]
+        a.transport.send(heartbeats(1, 5, 3, 1))
+        assert len(wakeups) == 2
+        await a.stop()
+
+    run(body())
