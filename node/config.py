@@ -169,5 +169,5 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
             _urls(ns.listen_metrics_urls, "listen-metrics-urls") if ns.listen_metrics_urls else ()
         ),
         member_id=me[0].id,
-        cluster_id=cluster_id_of([m.id for m in members]),
+        cluster_id=cluster_id_of(token),
     )

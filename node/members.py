@@ -49,9 +49,14 @@ def member_id_of(peer_urls: Iterable[str], token: str, added_at: int | None = No
     return int(struct.unpack(">Q", hashlib.sha1(data).digest()[:8])[0])
 
 
-def cluster_id_of(member_ids: Iterable[int]) -> int:
-    ids = sorted(member_ids)
-    data = b"".join(struct.pack(">Q", i) for i in ids)
+def cluster_id_of(token: str) -> int:
+    """The cluster id, from the cluster token alone.
+
+    etcd hashes the founding members' ids instead; deriving it from the token lets a member
+    that joins later (``--initial-cluster-state existing``) know the id before it has
+    talked to anyone, so the transport can refuse other clusters' traffic from the start.
+    """
+    data = b"flotilla-cluster:" + token.encode()
     return int(struct.unpack(">Q", hashlib.sha1(data).digest()[:8])[0])
 
 

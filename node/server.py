@@ -103,9 +103,13 @@ class RaftNode:
         fresh = state.hard_state.term == 0 and not state.entries and state.snapshot.index == 0
         if fresh:
             members = list(self.cfg.initial_cluster)
+            batch = self.db.write_batch(sync=True)
             if self.cfg.initial_cluster_state == "new":
+                # The founding configuration, recorded as the snapshot at index 0.
                 state = InitialState.bootstrap(m.id for m in members)
-            self._save_members(members)
+                self.storage.record_snapshot(batch, state.snapshot)
+            self._save_members(members, batch)
+            batch.write()
             state.applied = 0
         else:
             members = decode_members(raw_members) if raw_members else []
@@ -175,6 +179,9 @@ class RaftNode:
                 )
             await self.wait_applied(self.core.applied + 1, max(0.0, deadline - time.monotonic()))
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def deliver(self, m: Message) -> None:
         """The transport hands over one inbound Raft message."""
         self.inbox.append(m)
@@ -220,6 +227,11 @@ class RaftNode:
                 else:
                     if not fut.done():
                         fut.set_result(result)
+        for report in self.transport.drain_reports():
+            if report.kind.value == "unreachable":
+                core.report_unreachable(report.member_id)
+            else:
+                core.report_snapshot(report.member_id, report.ok)
         if self.inbox:
             inbox, self.inbox = self.inbox, []
             for m in inbox:
@@ -324,7 +336,15 @@ class RaftNode:
     async def _receive_snapshot(self, snap: Snapshot) -> None:
         assert snap.data is not None, "the transport delivers snapshots with their data"
         await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
-        await asyncio.to_thread(self.sm.restore, snap.data)
+        applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
+        self.sm.restore(snap.data, applied)
+        raw = self.db.get(MEMBERS_KEY)
+        if raw:
+            self.members = {m.id: m for m in decode_members(raw)}
+            self.transport.set_peers(
+                {mid: list(m.peer_urls) for mid, m in self.members.items() if mid != self.member_id}
+            )
+        log.info("installed snapshot at index %d (term %d)", snap.meta.index, snap.meta.term)
 
     def _maybe_snapshot(self) -> None:
         core = self.core
@@ -343,6 +363,9 @@ class RaftNode:
             data = await asyncio.to_thread(self.sm.dump, view)
             meta = self.core.create_snapshot(index)
             await asyncio.to_thread(self.storage.save_snapshot, meta, data)
+            batch = self.db.write_batch(sync=True)
+            self.storage.record_snapshot(batch, meta)
+            await asyncio.to_thread(batch.write)
             # Keep some entries behind the snapshot so slightly slow followers need no snapshot.
             keep = min(5000, self.cfg.snapshot_count)
             upto = max(self.core.log.offset, index - keep)

@@ -156,3 +156,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                 return await call(request, timeout=10)
             except grpc.aio.AioRpcError as err:
                 await context.abort(err.code(), err.details() or "")
+
+
+def add_to_server(server: Any, service: ClusterService) -> None:
+    rpc_pb2_grpc.add_ClusterServicer_to_server(service, server)  # type: ignore[no-untyped-call]

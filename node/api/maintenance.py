@@ -94,3 +94,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             yield pb.SnapshotResponse(
                 header=self.header(), remaining_bytes=remaining, blob=chunk, version=__version__
             )
+
+
+def add_to_server(server: Any, service: MaintenanceService) -> None:
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(service, server)  # type: ignore[no-untyped-call]

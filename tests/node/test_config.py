@@ -28,7 +28,7 @@ def test_an_etcd_command_line_parses() -> None:
     )
     assert [m.name for m in cfg.initial_cluster] == ["a", "b", "c"]
     assert cfg.member_id == member_id_of(["http://127.0.0.1:2380"], "tok")
-    assert cfg.cluster_id == cluster_id_of(m.id for m in cfg.initial_cluster)
+    assert cfg.cluster_id == cluster_id_of("tok") != cluster_id_of("other")
     assert cfg.election_ticks == 10
 
 

@@ -1,0 +1,216 @@
+"""The replicated state machine as the driver sees it, and the member as the services see it.
+
+``KvStateMachine`` joins the MVCC store, the lessor, the applier and the watch hub: the
+driver hands it committed entries with a write batch (which also receives the applied
+index), snapshots and restores it, and tells it when this member gains or loses leadership.
+It also implements the services' ``NodeHandle``, turning client requests into proposals and
+reads into ReadIndex barriers, and runs the leader's timer duties: lease expiry and watch
+progress notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .. import statesnap
+from ..api.etcdpb import rpc_pb2 as pb
+from ..api.services import add_services
+from ..config import NodeConfig
+from . import requests
+from .apply import Applier
+from .errors import EtcdError, NoLeaderError, RequestTimeoutError
+from .lease import Lessor, min_ttl_for
+from .store import MvccStore
+from .watch import WatchHub
+
+if TYPE_CHECKING:
+    from ..server import RaftNode
+
+log = logging.getLogger("flotilla.node")
+
+STATE_PREFIXES = (b"ls/", b"c/")
+_LEN = struct.Struct(">Q")
+HOUSEKEEPING_SECONDS = 0.1
+
+
+class KvStateMachine:
+    def __init__(self, db: Any, cfg: NodeConfig) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.store = MvccStore(db)
+        self.lessor = Lessor(db, self.store, min_ttl=min_ttl_for(cfg.election_timeout_ms / 1000))
+        self.applier = Applier(self.store, self.lessor)
+        self.watch_hub = WatchHub(self.store)
+        self.store.events_prev_kv = self.watch_hub.needs_prev_kv
+        self.node: RaftNode | None = None
+        self._pending_events: tuple[list[Any], int] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def attach(self, node: RaftNode) -> None:
+        self.node = node
+
+    # -- what the driver calls ---------------------------------------------------------------
+
+    def apply(self, entries: list[tuple[int, bytes]], batch: Any) -> list[tuple[bytes, object]]:
+        self.store.events_prev_kv = self.watch_hub.needs_prev_kv
+        out = self.applier.apply(entries, batch)
+        self._pending_events = (out.events, out.revision)
+        return list(out.results)
+
+    def batch_written(self) -> None:
+        self.store.batch_written()
+        pending = self._pending_events
+        if pending is not None:
+            self._pending_events = None
+            events, revision = pending
+            # Only after the batch is durable may watchers see its events.
+            self.watch_hub.notify(events, revision)
+
+    def view(self) -> tuple[bytes, Iterator[bytes], list[tuple[bytes, bytes]]]:
+        """Fix the state to snapshot (on the loop); the bytes are produced in ``dump``."""
+        chunks = self.store.snapshot_chunks()
+        first = next(chunks)
+        with self.db.snapshot() as dbsnap:
+            others = [
+                (k, v) for prefix in STATE_PREFIXES for k, v in dbsnap.iterator(prefix=prefix)
+            ]
+        return first, chunks, others
+
+    def dump(self, view: tuple[bytes, Iterator[bytes], list[tuple[bytes, bytes]]]) -> bytes:
+        first, chunks, others = view
+        store_part = first + b"".join(chunks)
+        rest = _dump_records(others)
+        return _LEN.pack(len(store_part)) + store_part + rest
+
+    def restore(self, data: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+        """Install a snapshot received from the leader; all or nothing."""
+        (n,) = _LEN.unpack_from(data, 0)
+        store_part = data[_LEN.size : _LEN.size + n]
+        records = statesnap.parse(data[_LEN.size + n :])
+        batch = self.db.write_batch(sync=True)
+        self.store.restore(io.BytesIO(store_part), batch)
+        for prefix in STATE_PREFIXES:
+            if prefix != b"ls/":
+                for key in self.db.iterator(prefix=prefix, include_value=False):
+                    batch.delete(key)
+        self.lessor.restore([(k, v) for k, v in records if k.startswith(b"ls/")], batch)
+        for k, v in records:
+            if not k.startswith(b"ls/"):
+                batch.put(k, v)
+        for k, v in extra:
+            batch.put(k, v)
+        batch.write()
+        self.store.batch_written()
+        self.watch_hub.restored()
+
+    def on_leader(self, leader: bool) -> None:
+        if leader:
+            # Every remaining TTL restarts now: no lease expires early because of a failover.
+            self.lessor.promote(time.monotonic())
+        else:
+            self.lessor.demote()
+
+    def hash_kv(self, revision: int) -> pb.HashKVResponse:
+        resp: pb.HashKVResponse = self.store.hash_kv(revision)
+        return resp
+
+    async def snapshot_stream(self) -> AsyncIterator[bytes]:
+        assert self.node is not None
+        data = await asyncio.to_thread(self.dump, self.view())
+        for i in range(0, len(data), 1 << 20):
+            yield data[i : i + (1 << 20)]
+
+    def add_services(self, server: Any, header: Callable[[], pb.ResponseHeader]) -> None:
+        add_services(server, self)
+        self._housekeeping = asyncio.get_running_loop().create_task(self._timers())
+
+    def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+
+    async def _timers(self) -> None:
+        """The leader proposes expiries of leases; every member ticks the watch hub."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            now = time.monotonic()
+            node = self.node
+            if node is not None and node.is_leader:
+                expired = self.lessor.expired(now)
+                if expired:
+                    task = asyncio.create_task(self.propose(requests.LeaseExpire(tuple(expired))))
+                    task.add_done_callback(_ignore_result)
+            self.watch_hub.tick(now)
+
+    # -- NodeHandle ------------------------------------------------------------------------
+
+    def header(self) -> pb.ResponseHeader:
+        node = self.node
+        assert node is not None
+        return pb.ResponseHeader(
+            cluster_id=node.cluster_id, member_id=node.member_id, raft_term=node.core.term
+        )
+
+    async def propose(self, request: Any) -> object:
+        node = self.node
+        assert node is not None
+        request_id = node.waiters.new_request_id()
+        data = requests.encode(request_id, request)
+        try:
+            return await node.propose(data, request_id)
+        except EtcdError:
+            raise
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def read_barrier(self) -> None:
+        node = self.node
+        assert node is not None
+        try:
+            await node.read_barrier()
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def lease_renew(self, lease_id: int) -> int:
+        node = self.node
+        assert node is not None
+        if node.is_leader:
+            return self.lessor.renew(lease_id, time.monotonic())
+        if not node.leader_id:
+            raise NoLeaderError()
+        try:
+            return int(await node.transport.lease_renew(node.leader_id, lease_id))
+        except EtcdError:
+            raise
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def renew_locally(self, lease_id: int) -> int:
+        """A follower forwarded a keep-alive to us (the leader)."""
+        return self.lessor.renew(lease_id, time.monotonic())
+
+
+def _unavailable(exc: BaseException) -> EtcdError:
+    text = str(exc)
+    if "timed out" in text:
+        return RequestTimeoutError()
+    return NoLeaderError()
+
+
+def _ignore_result(task: asyncio.Task[object]) -> None:
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        task.result()
+
+
+def _dump_records(records: list[tuple[bytes, bytes]]) -> bytes:
+    class _View:
+        def iterator(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+            return iter([(k, v) for k, v in records if k.startswith(prefix)])
+
+    return statesnap.dump(_View(), STATE_PREFIXES)

@@ -1,0 +1,55 @@
+"""Structured logs: one event per line, with the member's name; JSON on request.
+
+``FLOTILLA_LOG_FORMAT=json`` switches to one JSON object per line (for log pipelines);
+``FLOTILLA_LOG_LEVEL`` sets the level (default INFO).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+
+class _Text(logging.Formatter):
+    def __init__(self, member: str) -> None:
+        super().__init__()
+        self.member = member
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"{ts}.{int(record.msecs):03d}Z {record.levelname:<5} {self.member} "
+        line += record.getMessage()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _Json(logging.Formatter):
+    def __init__(self, member: str) -> None:
+        super().__init__()
+        self.member = member
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "member": self.member,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(member: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = os.environ.get("FLOTILLA_LOG_FORMAT", "text")
+    handler.setFormatter(_Json(member) if fmt == "json" else _Text(member))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("FLOTILLA_LOG_LEVEL", "INFO").upper())

@@ -1,0 +1,201 @@
+"""``flotilla-node``: one member of a Flotilla cluster, as a process.
+
+Start-up refuses, with one line and exit code 2, anything that would put data at risk: bad
+flags, a data directory of another cluster or member, a newer format, corrupt records, a
+member that was removed. Then it serves the etcd v3 API on the client URLs, Raft on the peer
+URLs, and metrics and probes on the metrics URLs, until SIGTERM or SIGINT: then it stops
+accepting, hands leadership over if it holds it, flushes, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from urllib.parse import urlsplit
+
+import grpc
+import plyvel
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import __version__
+from .api import cluster, maintenance
+from .api.cluster import ClusterService
+from .api.etcdpb import rpc_pb2 as pb
+from .api.etcdpb import v3election_pb2, v3lock_pb2
+from .api.handle import GRPC_SERVER_OPTIONS
+from .api.http import HttpEndpoints, health_route, ready_route
+from .api.maintenance import MaintenanceService
+from .config import ConfigError, NodeConfig, parse
+from .kv.state import KvStateMachine
+from .logs import setup_logging
+from .metrics import NodeMetrics
+from .server import RaftNode
+from .storage.errors import StorageError
+from .storage.identity import ensure_identity, is_removed
+from .storage.raftlog import RaftStorage
+from .transport.peer import Transport
+
+log = logging.getLogger("flotilla.node")
+
+
+def _hostport(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+class Member:
+    """Everything one member runs, started and stopped together."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = plyvel.DB(str(cfg.data_dir / "db"), create_if_missing=True)
+        if is_removed(self.db):
+            raise StorageError(
+                f"member {cfg.name} ({cfg.member_id:x}) was removed from the cluster; "
+                f"its data directory {cfg.data_dir} cannot be used again"
+            )
+        ensure_identity(self.db, cfg.cluster_id, cfg.member_id)
+        self.storage = RaftStorage(self.db, cfg.data_dir / "snap")
+        self.sm = KvStateMachine(self.db, cfg)
+        self.node = RaftNode(cfg, self.db, self.storage, self.sm, self._make_transport)
+        self.sm.attach(self.node)
+        self.metrics = NodeMetrics(self.node)
+        self.grpc_server: grpc.aio.Server | None = None
+        self.http = HttpEndpoints(
+            {
+                "/metrics": lambda: (200, "text/plain; version=0.0.4", self.metrics.render()),
+                "/health": health_route(lambda: self.node.core.lead != 0),
+                "/readyz": ready_route(self._ready),
+            }
+        )
+
+    def _make_transport(self, node: RaftNode) -> Transport:
+        return Transport(
+            self.cfg.cluster_id,
+            self.cfg.member_id,
+            on_message=node.deliver,
+            on_lease_renew=self.sm.renew_locally,
+            snapshot_source=self.storage.load_snapshot,
+            on_report=node.wake,
+        )
+
+    def _ready(self) -> tuple[bool, str]:
+        core = self.node.core
+        if core.lead == 0:
+            return False, "no leader"
+        if core.applied < core.commit:
+            return False, f"applying: applied {core.applied} of {core.commit}"
+        return True, ""
+
+    def _header(self) -> pb.ResponseHeader:
+        return pb.ResponseHeader(
+            cluster_id=self.cfg.cluster_id,
+            member_id=self.cfg.member_id,
+            revision=self.sm.store.revision,
+            raft_term=self.node.core.term,
+        )
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        # Created here, inside the running loop: grpc.aio binds to the loop that creates it.
+        server = self.grpc_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        self.sm.add_services(server, self._header)
+        cluster.add_to_server(
+            server, ClusterService(self.node, self._header, cfg.initial_cluster_token)
+        )
+        maintenance.add_to_server(
+            server,
+            MaintenanceService(
+                self.node,
+                self._header,
+                db_size=self._db_size,
+                hash_kv=self.sm.hash_kv,
+                snapshot=self.sm.snapshot_stream,
+                defragment=self._defragment,
+            ),
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        services = [
+            pb.DESCRIPTOR.services_by_name[n].full_name
+            for n in ("KV", "Watch", "Lease", "Cluster", "Maintenance")
+        ]
+        services += [
+            v3lock_pb2.DESCRIPTOR.services_by_name["Lock"].full_name,
+            v3election_pb2.DESCRIPTOR.services_by_name["Election"].full_name,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(services, server)
+        for url in cfg.listen_client_urls:
+            server.add_insecure_port(_hostport(url))
+        await server.start()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.node.transport.start(cfg.listen_peer_urls[0])
+        self.node.transport.set_peers(
+            {m.id: list(m.peer_urls) for m in self.node.members.values() if m.id != cfg.member_id}
+        )
+        await self.http.start(cfg.listen_metrics_urls)
+        log.info(
+            "member %s (%x) of cluster %x serving clients on %s, peers on %s, version %s",
+            cfg.name,
+            cfg.member_id,
+            cfg.cluster_id,
+            ",".join(cfg.listen_client_urls),
+            ",".join(cfg.listen_peer_urls),
+            __version__,
+        )
+
+    def _db_size(self) -> int:
+        return sum(f.stat().st_size for f in (self.cfg.data_dir / "db").iterdir() if f.is_file())
+
+    def _defragment(self) -> None:
+        self.db.compact_range()
+
+    async def run(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = asyncio.create_task(self.node.run())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # the loop died: let the exception out
+        log.info("stopping: handing over leadership and flushing")
+        await self.node.stop(hand_over=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=1)
+        await self.node.transport.stop()
+        await self.http.stop()
+        self.sm.close()
+        self.db.close()
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse(argv)
+    except ConfigError as exc:
+        print(f"flotilla-node: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.name)
+    try:
+        member = Member(cfg)
+    except (StorageError, plyvel.Error) as exc:
+        print(f"flotilla-node: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(member.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""flotilla-node end to end: real processes, real LevelDB files, real signals, real clients.
+
+Clients are the real ``etcdctl`` (Debian's etcd-client) and aetcd, a Python etcd client from
+PyPI; neither knows it is not talking to etcd.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .procs import ProcessCluster, etcdctl, etcdctl_json, wait_for
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture
+def cluster3(tmp_path: Path) -> Iterator[ProcessCluster]:
+    c = ProcessCluster(tmp_path, 3)
+    c.start()
+    try:
+        c.wait_healthy()
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+def run_client(scenario: str, **args: object) -> Any:
+    """Run an aetcd scenario from ``etcd_client`` in a child process; return its result."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.node.etcd_client", scenario, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=Path(__file__).parents[2],
+    )
+    assert out.returncode == 0, f"client scenario {scenario} failed: {out.stderr[-2000:]}"
+    return json.loads(out.stdout)
+
+
+class Writer:
+    """Writes distinct keys through any member, recording exactly what was acknowledged."""
+
+    def __init__(self, cluster: ProcessCluster) -> None:
+        self.cluster = cluster
+        self.acked: dict[str, str] = {}
+        self.seq = 0
+
+    def write(self, n: int) -> None:
+        eps = [m.endpoint for m in self.cluster.members if m.alive]
+        self.acked.update(run_client("write", endpoints=eps, first=self.seq + 1, count=n))
+        self.seq += n
+
+    def check_all_present(self) -> None:
+        out = etcdctl(self.cluster.endpoints, "get", "w/", "--prefix").stdout.split("\n")
+        stored = dict(zip(out[0::2], out[1::2], strict=False))
+        missing = [k for k, v in self.acked.items() if stored.get(k) != v]
+        assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
+
+
+def test_three_members_form_and_serve_etcdctl(cluster3: ProcessCluster) -> None:
+    eps = cluster3.endpoints
+    etcdctl(eps, "put", "greeting", "hello")
+    assert etcdctl(eps, "get", "greeting").stdout.split() == ["greeting", "hello"]
+    # Every member answers, linearizable and serializable.
+    for m in cluster3.members:
+        out = etcdctl(m.endpoint, "get", "greeting", "--print-value-only").stdout.strip()
+        assert out == "hello"
+        out = etcdctl(m.endpoint, "get", "greeting", "--consistency=s", "--print-value-only").stdout
+        assert out.strip() in ("hello", "")
+    status = etcdctl_json(eps, "endpoint", "status")
+    assert status
+
+
+def test_kill_dash_nine_loses_no_acknowledged_write(cluster3: ProcessCluster) -> None:
+    writer = Writer(cluster3)
+    writer.write(30)
+    leader = cluster3.wait_leader()
+    cluster3.kill(leader)
+    writer.write(30)
+    cluster3.start(leader)
+    # All members at once.
+    for m in cluster3.members:
+        if m.alive:
+            cluster3.kill(m)
+    cluster3.start()
+    cluster3.wait_healthy()
+    writer.write(10)
+    writer.check_all_present()
+    assert len(writer.acked) >= 60
+
+
+def test_new_leader_within_three_election_timeouts(cluster3: ProcessCluster) -> None:
+    leader = cluster3.wait_leader()
+    others = [m for m in cluster3.members if m is not leader]
+    cluster3.kill(leader)
+    started = time.time()
+    elapsed = run_client(
+        "first_write", endpoints=[m.endpoint for m in others], started=started, limit=10
+    )
+    assert elapsed >= 0, "no write succeeded within 10s of killing the leader"
+    print(f"failover: {elapsed:.3f}s")
+    assert elapsed < 3 * 0.5, f"failover took {elapsed:.2f}s, more than 3 election timeouts"
+
+
+def test_graceful_stop_hands_over_leadership(cluster3: ProcessCluster) -> None:
+    leader = cluster3.wait_leader()
+    term_before = leader.metric("flotilla_server_term")
+    cluster3.kill(leader, signal.SIGTERM)
+    assert leader.popen is not None and leader.popen.returncode == 0
+    new = cluster3.wait_leader([m for m in cluster3.members if m is not leader], timeout=5)
+    assert new.metric("flotilla_server_term") == term_before + 1
+
+
+def test_watch_resumes_from_its_last_revision_without_gaps_or_duplicates(
+    cluster3: ProcessCluster,
+) -> None:
+    seen = run_client("watch_resume", endpoints=[m.endpoint for m in cluster3.members])
+    assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
+    assert seen == list(range(seen[0], seen[0] + 10)), f"gaps: {seen}"
+
+
+def test_lease_expiry_deletes_keys_in_one_revision(cluster3: ProcessCluster) -> None:
+    eps = cluster3.endpoints
+    out = etcdctl(eps, "lease", "grant", "2").stdout
+    lease_id = out.split()[1]
+    etcdctl(eps, "put", "svc/a", "1", f"--lease={lease_id}")
+    etcdctl(eps, "put", "svc/b", "2", f"--lease={lease_id}")
+    rev_before = int(etcdctl_json(eps, "get", "svc/a")["header"]["revision"])  # type: ignore[index]
+    granted = time.monotonic()
+
+    def gone() -> bool:
+        return etcdctl(eps, "get", "svc/", "--prefix", "--keys-only").stdout.strip() == ""
+
+    wait_for("the lease's keys to disappear", gone, timeout=2 + 0.5 + 3)
+    assert time.monotonic() - granted <= 2 + 0.5 + 1.5
+    rev_after = int(etcdctl_json(eps, "get", "svc/a")["header"]["revision"])  # type: ignore[index]
+    assert rev_after == rev_before + 1, "both keys should go in one revision"
+
+
+def test_bad_requests_get_etcds_errors_and_change_nothing(cluster3: ProcessCluster) -> None:
+    eps = cluster3.endpoints
+    etcdctl(eps, "put", "k", "v")
+    rev = int(etcdctl_json(eps, "get", "k")["header"]["revision"])  # type: ignore[index]
+    r = etcdctl(eps, "put", "big", check=False, stdin="x" * (1600 * 1024))
+    assert "request is too large" in r.stderr
+    r = etcdctl(eps, "put", "", "v", check=False)
+    assert r.returncode != 0
+    r = etcdctl(eps, "put", "k2", "v", "--lease=1234abcd", check=False)
+    assert "requested lease not found" in r.stderr
+    r = etcdctl(eps, "get", "k", f"--rev={rev + 100}", check=False)
+    assert "required revision is a future revision" in r.stderr
+    assert int(etcdctl_json(eps, "get", "k")["header"]["revision"]) == rev  # type: ignore[index]
+
+
+def test_a_member_restarted_after_compaction_catches_up_by_snapshot(tmp_path: Path) -> None:
+    c = ProcessCluster(tmp_path, 3, extra_flags=["--snapshot-count=50"])
+    c.start()
+    try:
+        c.wait_healthy()
+        lagging = c.members[2]
+        c.kill(lagging)
+        for i in range(300):
+            etcdctl(c.endpoints, "put", f"k{i}", f"v{i}")
+        c.start(lagging)
+
+        def caught_up() -> bool:
+            out = etcdctl(lagging.endpoint, "get", "k299", "--consistency=s").stdout
+            return "v299" in out
+
+        wait_for("the restarted member to catch up", caught_up, timeout=30)
+        snaps = list((lagging.data_dir / "snap").glob("*.snap"))
+        assert snaps, "the lagging member should have received a snapshot"
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+def test_five_members_form(tmp_path: Path) -> None:
+    c = ProcessCluster(tmp_path, 5)
+    c.start()
+    try:
+        c.wait_healthy(timeout=40)
+        etcdctl(c.endpoints, "put", "five", "ok")
+        for m in c.members:
+            assert etcdctl(m.endpoint, "get", "five", "--print-value-only").stdout.strip() == "ok"
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
