@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,7 +13,20 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="watch the Raft core elect, replicate and reconfigure")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--writes", type=int, default=2000)
+    local = sub.add_parser("local", help="a cluster of real flotilla-node processes here")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+    up = local_sub.add_parser("up", help="start members on loopback; Ctrl-C stops them")
+    up.add_argument("--members", type=int, default=3, help="how many members (default 3)")
+    up.add_argument("--data-dir", type=Path, default=None, help="where members keep data")
+    up.add_argument("--base-port", type=int, default=2379, help="first client port")
+    up.add_argument("node_flags", nargs="*", help="extra flotilla-node flags, after --")
     args = parser.parse_args(argv)
+    if args.command == "local":
+        from .local import default_data_root
+        from .local import up as local_up
+
+        root = args.data_dir or default_data_root()
+        return local_up(args.members, root, args.base_port, args.node_flags)
     if args.command == "demo":
         from .raft.demo import run
 

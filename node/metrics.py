@@ -39,6 +39,14 @@ class NodeMetrics(Collector):
             registry=self.registry,
         )
 
+        self.peer_rtt = Histogram(
+            "flotilla_network_peer_round_trip_time_seconds",
+            "Round trip of heartbeats to each peer (leader only).",
+            ["to"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
     def observe(self) -> None:
         """Move latencies the driver recorded since the last scrape into the histograms."""
         stats = self.node.stats
@@ -46,8 +54,11 @@ class NodeMetrics(Collector):
             self.fsync.observe(v)
         for v in stats.apply_seconds:
             self.apply.observe(v)
+        for peer, v in stats.peer_rtt_seconds:
+            self.peer_rtt.labels(to=f"{peer:x}").observe(v)
         stats.fsync_seconds.clear()
         stats.apply_seconds.clear()
+        stats.peer_rtt_seconds.clear()
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         node = self.node

@@ -65,9 +65,13 @@ class Waiters:
                     fut.set_exception(exc_factory(message))
         self.reads.clear()
 
-    def expire(self, now: float, exc: BaseException) -> None:
-        """Fail what waited past its deadline (a forwarded proposal or read can be lost)."""
-        for rid in [rid for rid, p in self.proposals.items() if p.deadline <= now]:
+    def expire(self, now: float, exc: BaseException) -> int:
+        """Fail what waited past its deadline (a forwarded proposal or read can be lost).
+
+        Returns how many proposals failed.
+        """
+        expired = [rid for rid, p in self.proposals.items() if p.deadline <= now]
+        for rid in expired:
             p = self.proposals.pop(rid)
             if not p.future.done():
                 p.future.set_exception(exc)
@@ -76,6 +80,7 @@ class Waiters:
             for fut in futs:
                 if not fut.done():
                     fut.set_exception(exc)
+        return len(expired)
 
     def release_reads(self, contexts: tuple[bytes, ...]) -> None:
         for ctx in contexts:

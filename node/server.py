@@ -33,7 +33,16 @@ from .members import Member, decode_members, encode_members
 from .proposals import PendingProposal, Waiters
 from .raft.core import Config, InitialState, RaftCore, Role
 from .raft.errors import ProposalDropped
-from .raft.types import NONE, ConfChange, Entry, EntryType, Message, Ready, Snapshot
+from .raft.types import (
+    NONE,
+    ConfChange,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    Ready,
+    Snapshot,
+)
 
 log = logging.getLogger("flotilla.node")
 
@@ -53,6 +62,7 @@ class Stats:
     leader_changes: int = 0
     fsync_seconds: list[float] = field(default_factory=list)
     apply_seconds: list[float] = field(default_factory=list)
+    peer_rtt_seconds: list[tuple[int, float]] = field(default_factory=list)
 
 
 class RaftNode:
@@ -84,6 +94,7 @@ class RaftNode:
         self._snapshotting = False
         self._commands: list[tuple[Callable[[RaftCore], object], asyncio.Future[object]]] = []
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._heartbeats_sent: dict[tuple[int, int], float] = {}
         self.core = self._load_core()
         self.transport = transport_factory(self)
 
@@ -184,6 +195,10 @@ class RaftNode:
 
     def deliver(self, m: Message) -> None:
         """The transport hands over one inbound Raft message."""
+        if m.type == MessageType.HEARTBEAT_RESP and self._heartbeats_sent:
+            sent = self._heartbeats_sent.pop((m.frm, m.context), None)
+            if sent is not None:
+                self.stats.peer_rtt_seconds.append((m.frm, time.monotonic() - sent))
         self.inbox.append(m)
         self._wake.set()
 
@@ -241,6 +256,7 @@ class RaftNode:
             try:
                 core.propose([p.data for p in batch])
             except ProposalDropped as exc:
+                self.stats.proposals_failed += len(batch)
                 for p in batch:
                     self.waiters.resolve(p.request_id, NodeUnavailable(f"etcdserver: {exc}"))
         if self.waiters.reads_queued:
@@ -257,10 +273,13 @@ class RaftNode:
         while core.has_ready():
             await self._handle_ready(core.ready())
         self._note_leadership()
-        self.waiters.expire(time.monotonic(), NodeUnavailable("etcdserver: request timed out"))
+        self.stats.proposals_failed += self.waiters.expire(
+            time.monotonic(), NodeUnavailable("etcdserver: request timed out")
+        )
 
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.messages:
+            self._note_heartbeats(rd.messages)
             self.transport.send(rd.messages)
         if rd.snapshot is not None:
             await self._receive_snapshot(rd.snapshot)
@@ -290,6 +309,17 @@ class RaftNode:
                     still.append((index, fut))
             self._applied_waiters = still
         self._maybe_snapshot()
+
+    def _note_heartbeats(self, messages: list[Message]) -> None:
+        """Remember when heartbeats left, to measure each peer's round trip."""
+        now = time.monotonic()
+        sent = self._heartbeats_sent
+        for m in messages:
+            if m.type == MessageType.HEARTBEAT:
+                sent[(m.to, m.context)] = now
+        if len(sent) > 4096:  # answers that never came: forget the oldest half
+            for key in list(sent)[:2048]:
+                del sent[key]
 
     def _apply(self, entries: list[Entry]) -> None:
         batch = self.db.write_batch()
