@@ -147,10 +147,9 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
             f"--initial-cluster lists {ns.name} at {','.join(me[0].peer_urls)} but "
             f"--initial-advertise-peer-urls is {','.join(adv_peer)}"
         )
+    # Client URLs are not part of the initial member list: each member publishes its own
+    # through the log once it runs, so every member learns them the same way.
     client_adv = _urls(ns.advertise_client_urls, "advertise-client-urls")
-    members = tuple(
-        Member(m.id, m.name, m.peer_urls, client_adv if m.name == ns.name else ()) for m in members
-    )
     return NodeConfig(
         name=ns.name,
         data_dir=Path(ns.data_dir or f"{ns.name}.flotilla"),

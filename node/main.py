@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -32,12 +33,13 @@ from .api.maintenance import MaintenanceService
 from .config import ConfigError, NodeConfig, parse
 from .kv.state import KvStateMachine
 from .logs import setup_logging
+from .members import decode_members, encode_members
 from .metrics import NodeMetrics
 from .server import RaftNode
 from .storage.errors import StorageError
-from .storage.identity import ensure_identity, is_removed
+from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
-from .transport.peer import Transport
+from .transport.peer import Transport, fetch_members
 
 log = logging.getLogger("flotilla.node")
 
@@ -59,8 +61,13 @@ class Member:
                 f"member {cfg.name} ({cfg.member_id:x}) was removed from the cluster; "
                 f"its data directory {cfg.data_dir} cannot be used again"
             )
-        ensure_identity(self.db, cfg.cluster_id, cfg.member_id)
         self.storage = RaftStorage(self.db, cfg.data_dir / "snap")
+        stored = stored_member_id(self.db)
+        if stored is not None and stored != cfg.member_id and not self._fresh():
+            cfg = self.cfg = dataclasses.replace(cfg, member_id=stored)
+        elif cfg.initial_cluster_state == "existing" and self._fresh():
+            cfg = self.cfg = self._join(cfg)
+        ensure_identity(self.db, cfg.cluster_id, cfg.member_id)
         self.sm = KvStateMachine(self.db, cfg)
         self.node = RaftNode(cfg, self.db, self.storage, self.sm, self._make_transport)
         self.sm.attach(self.node)
@@ -74,6 +81,35 @@ class Member:
             }
         )
 
+    def _fresh(self) -> bool:
+        state = self.storage.load()
+        return (
+            state.hard_state.term == 0 and not state.entries and self.db.get(b"c/members") is None
+        )
+
+    def _join(self, cfg: NodeConfig) -> NodeConfig:
+        """Joining an existing cluster: learn the member list, and our id in it, from a peer."""
+        mine = set(cfg.initial_advertise_peer_urls)
+        peers = [u for m in cfg.initial_cluster if set(m.peer_urls) != mine for u in m.peer_urls]
+        try:
+            raw = asyncio.run(fetch_members(cfg.cluster_id, peers))
+        except ConnectionError as exc:
+            raise StorageError(f"cannot join the cluster: {exc}") from exc
+        members = decode_members(raw)
+        me = next((m for m in members if set(m.peer_urls) == mine), None)
+        if me is None:
+            raise StorageError(
+                f"no member of the cluster has peer URLs {','.join(sorted(mine))}; add this "
+                f"member first (etcdctl member add {cfg.name} --peer-urls=...)"
+            )
+        if me.name:
+            raise StorageError(
+                f"member {me.id:x} ({me.name}) was already started with another data "
+                f"directory; remove it (etcdctl member remove {me.id:x}) and add it again"
+            )
+        log.info("joining cluster %x as member %x", cfg.cluster_id, me.id)
+        return dataclasses.replace(cfg, member_id=me.id, initial_cluster=tuple(members))
+
     def _make_transport(self, node: RaftNode) -> Transport:
         return Transport(
             self.cfg.cluster_id,
@@ -82,6 +118,7 @@ class Member:
             on_lease_renew=self.sm.renew_locally,
             snapshot_source=self.storage.load_snapshot,
             on_report=node.wake,
+            on_members=lambda: encode_members(node.members.values()),
         )
 
     def _ready(self) -> tuple[bool, str]:
@@ -137,9 +174,7 @@ class Member:
         await server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.node.transport.start(cfg.listen_peer_urls[0])
-        self.node.transport.set_peers(
-            {m.id: list(m.peer_urls) for m in self.node.members.values() if m.id != cfg.member_id}
-        )
+        self.node.update_peers()
         await self.http.start(cfg.listen_metrics_urls)
         log.info(
             "member %s (%x) of cluster %x serving clients on %s, peers on %s, version %s",
@@ -167,9 +202,13 @@ class Member:
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
-            runner.result()  # the loop died: let the exception out
-        log.info("stopping: handing over leadership and flushing")
-        await self.node.stop(hand_over=True)
+            runner.result()  # the loop died, or ended: this member was removed
+        if self.node.removed_at is not None:
+            log.warning("stopping: this member was removed from the cluster")
+            mark_removed(self.db)
+        else:
+            log.info("stopping: handing over leadership and flushing")
+        await self.node.stop(hand_over=self.node.removed_at is None)
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         if self.grpc_server is not None:

@@ -18,7 +18,7 @@ from .raft.types import ConfState
 
 # A learner is "in sync" when its match index is within this many entries of the leader's.
 LEARNER_READY_LAG = 1000
-MAX_LEARNERS = 1
+MAX_LEARNERS = 4
 
 
 class MemberOpError(Exception):

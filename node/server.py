@@ -46,6 +46,9 @@ from .raft.types import (
 
 log = logging.getLogger("flotilla.node")
 
+MEMBER_ATTRS = b"\xf1"
+"""First byte of an entry that publishes a member's name and client URLs (not a KV request,
+whose envelopes start with their format byte, 1)."""
 APPLIED_KEY = b"a/applied"
 MEMBERS_KEY = b"c/members"
 PROPOSAL_TIMEOUT = 5.0
@@ -95,6 +98,9 @@ class RaftNode:
         self._commands: list[tuple[Callable[[RaftCore], object], asyncio.Future[object]]] = []
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heartbeats_sent: dict[tuple[int, int], float] = {}
+        self._published_at = 0.0
+        self._departed: dict[int, tuple[list[str], float]] = {}
+        self.removed_at: float | None = None
         self.core = self._load_core()
         self.transport = transport_factory(self)
 
@@ -216,6 +222,8 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._tick_seconds
         while not self._stopping:
+            if self.removed_at is not None and self._removal_done():
+                return
             timeout = max(0.0, next_tick - loop.time())
             if not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -273,6 +281,7 @@ class RaftNode:
         while core.has_ready():
             await self._handle_ready(core.ready())
         self._note_leadership()
+        self._maybe_publish()
         self.stats.proposals_failed += self.waiters.expire(
             time.monotonic(), NodeUnavailable("etcdserver: request timed out")
         )
@@ -330,6 +339,8 @@ class RaftNode:
                     self._apply_normal(normal, batch)
                     normal = []
                 self._apply_conf(e, batch)
+            elif e.data.startswith(MEMBER_ATTRS):
+                self._apply_attrs(e.data[len(MEMBER_ATTRS) :], batch)
             elif e.data:
                 normal.append((e.index, e.data))
         if normal:
@@ -352,16 +363,71 @@ class RaftNode:
                 member = Member.from_json(m)
                 self.members[member.id] = member
             for rid in doc.get("remove", []):
-                self.members.pop(int(rid), None)
+                gone = self.members.pop(int(rid), None)
+                if gone is not None:
+                    # Keep talking to it for a while: the leader still sends it the log so
+                    # that it learns of its removal (see RaftCore._switch_conf).
+                    until = time.monotonic() + 4 * self.cfg.election_timeout_ms / 1000
+                    self._departed[gone.id] = (list(gone.peer_urls), until)
+                    asyncio.get_running_loop().call_later(
+                        until - time.monotonic() + 0.1, self.update_peers
+                    )
         conf = cc.conf
         for mid, m in list(self.members.items()):
             learner = mid in conf.learners and not conf.is_voter(mid)
             if m.is_learner != learner:
                 self.members[mid] = Member(m.id, m.name, m.peer_urls, m.client_urls, learner)
         self._save_members(list(self.members.values()), batch)
-        self.transport.set_peers(
-            {mid: list(m.peer_urls) for mid, m in self.members.items() if mid != self.member_id}
+        self.update_peers()
+        if self.member_id not in conf.members() and self.removed_at is None:
+            self.removed_at = time.monotonic()
+            log.warning("this member was removed from the cluster; it will stop")
+
+    def update_peers(self) -> None:
+        now = time.monotonic()
+        self._departed = {mid: d for mid, d in self._departed.items() if d[1] > now}
+        peers = {mid: urls for mid, (urls, _) in self._departed.items()}
+        peers.update({mid: list(m.peer_urls) for mid, m in self.members.items()})
+        peers.pop(self.member_id, None)
+        self.transport.set_peers(peers)
+
+    def _removal_done(self) -> bool:
+        """A removed member lingers only while it still leads (handing over)."""
+        assert self.removed_at is not None
+        grace = 2 * self.cfg.election_timeout_ms / 1000
+        return not self.is_leader or time.monotonic() - self.removed_at > grace
+
+    def _apply_attrs(self, data: bytes, batch: Any) -> None:
+        doc = json.loads(data)
+        mid = int(doc["id"])
+        m = self.members.get(mid)
+        if m is None:
+            return
+        self.members[mid] = Member(
+            mid, str(doc["name"]), m.peer_urls, tuple(doc["client_urls"]), m.is_learner
         )
+        self._save_members(list(self.members.values()), batch)
+
+    def _maybe_publish(self) -> None:
+        """Make our name and client URLs part of the replicated member list (as etcd does).
+
+        A member added with ``member add`` is known only by its peer URLs until it starts;
+        founding members know only each other's names. Retried at most once a second until
+        the applied member list shows what this process was started with.
+        """
+        me = self.members.get(self.member_id)
+        if me is None or self.core.lead == NONE:
+            return
+        want = (self.cfg.name, tuple(self.cfg.advertise_client_urls))
+        if (me.name, me.client_urls) == want:
+            return
+        now = time.monotonic()
+        if now - self._published_at < 1.0:
+            return
+        self._published_at = now
+        doc = {"id": self.member_id, "name": want[0], "client_urls": list(want[1])}
+        with contextlib.suppress(ProposalDropped):
+            self.core.propose([MEMBER_ATTRS + json.dumps(doc).encode()])
 
     async def _receive_snapshot(self, snap: Snapshot) -> None:
         assert snap.data is not None, "the transport delivers snapshots with their data"
@@ -371,9 +437,7 @@ class RaftNode:
         raw = self.db.get(MEMBERS_KEY)
         if raw:
             self.members = {m.id: m for m in decode_members(raw)}
-            self.transport.set_peers(
-                {mid: list(m.peer_urls) for mid, m in self.members.items() if mid != self.member_id}
-            )
+            self.update_peers()
         log.info("installed snapshot at index %d (term %d)", snap.meta.index, snap.meta.term)
 
     def _maybe_snapshot(self) -> None:

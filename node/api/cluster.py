@@ -137,12 +137,31 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         except Exception as exc:  # the core's refusals: not leader, change in progress
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {exc}")
 
+    async def _leader_member(self, wait: float = 3.0) -> Member | None:
+        """The leader's member record once its client URLs are known here.
+
+        Right after start-up a member may know who leads before the leader's published
+        client URLs have been applied locally: wait for them briefly.
+        """
+        node = self.node
+        deadline = time.monotonic() + wait
+        while True:
+            leader = node.members.get(node.leader_id)
+            if leader is not None and leader.client_urls:
+                return leader
+            if time.monotonic() >= deadline:
+                return None
+            try:
+                await node.wait_applied(node.core.applied + 1, deadline - time.monotonic())
+            except NodeUnavailable:
+                return None
+
     async def _forward(self, context: Any, method: str, request: Any, resp_type: Any) -> Any:
         node = self.node
         if node.is_leader:
             return None
-        leader = node.members.get(node.leader_id)
-        if leader is None or not leader.client_urls:
+        leader = await self._leader_member()
+        if leader is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
         assert leader is not None
         target = leader.client_urls[0].split("://", 1)[-1]

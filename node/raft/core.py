@@ -145,6 +145,7 @@ class RaftCore:
         self._quiet_ticks = self.cfg.election_tick if self.lease_ticks > 0 else 0
 
         self.votes: dict[int, bool] = {}
+        self._departing: dict[int, int] = {}  # removed member -> tick until which it hears
         self.lead_transferee = NONE
         self.reads = ReadRounds()
         self.released = ReleaseQueue()
@@ -415,6 +416,7 @@ class RaftCore:
         self.lead_transferee = NONE
         self.votes = {}
         self.prs = {}
+        self._departing = {}
         self.reads = ReadRounds()
         self._reads_awaiting_term_commit = []
         self._lease_forbidden = False
@@ -634,6 +636,10 @@ class RaftCore:
                 # A leader outside the configuration keeps leading (so the voters keep
                 # learning the commit index) and tries again to hand over.
                 self._hand_over_if_leaving()
+        if self._departing:
+            for mid in [m for m, until in self._departing.items() if until <= self.ticks]:
+                del self._departing[mid]
+                self.prs.pop(mid, None)
         retry = self.cfg.snapshot_retry_ticks or 2 * self.cfg.election_tick
         for pr in self.prs.values():
             if pr.state == ProgressState.SNAPSHOT:
@@ -887,8 +893,13 @@ class RaftCore:
         for mid in members:
             if mid not in self.prs:
                 self.prs[mid] = self._new_progress(last + 1)
-        for mid in [mid for mid in self.prs if mid not in members and mid != self.id]:
-            del self.prs[mid]
+            self._departing.pop(mid, None)
+        # Members that were just left out keep receiving the log for a while, so that they
+        # learn of their removal (and stop) instead of campaigning in a configuration the
+        # rest of the cluster has left. They count for nothing.
+        for mid in self.prs:
+            if mid not in members and mid != self.id and mid not in self._departing:
+                self._departing[mid] = self.ticks + 2 * self.cfg.election_tick
         if self.lead_transferee != NONE and not conf.is_voter(self.lead_transferee):
             self.lead_transferee = NONE
         self._maybe_commit()

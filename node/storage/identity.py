@@ -92,3 +92,12 @@ def mark_removed(db: Any) -> None:
 
 def is_removed(db: Any) -> bool:
     return db.get(_REMOVED_KEY) is not None
+
+
+def stored_member_id(db: Any) -> int | None:
+    """The member id a data dir was stamped with, if any.
+
+    On a restart the data dir, not the command line, says who the member is (as in etcd):
+    a member that joined with ``member add`` has the id the cluster gave it.
+    """
+    return _get(db, _MEMBER_KEY)

@@ -72,6 +72,7 @@ class Transport:
         snapshot_source: SnapshotSource,
         *,
         on_report: Callable[[], None] | None = None,
+        on_members: Callable[[], bytes] | None = None,
         max_queue_messages: int = 4096,
         max_queue_bytes: int = 32 << 20,
         snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
@@ -81,7 +82,9 @@ class Transport:
         """``on_report`` is called whenever a report is queued, e.g. to wake the driver."""
         self.cluster_id = cluster_id
         self.member_id = member_id
-        self._service = RaftPeerService(cluster_id, member_id, on_message, on_lease_renew)
+        self._service = RaftPeerService(
+            cluster_id, member_id, on_message, on_lease_renew, on_members
+        )
         self._snapshot_source = snapshot_source
         self._reports = Reports(on_report)
         self._stream_options: dict[str, Any] = {
@@ -220,3 +223,17 @@ class Transport:
         )
         response = await stream.stub.LeaseRenew(request, timeout=timeout)
         return int(response.ttl)
+
+
+async def fetch_members(cluster_id: int, peer_urls: list[str], timeout: float = 5.0) -> bytes:
+    """The member list as one of ``peer_urls`` knows it (for a member joining a cluster)."""
+    errors = []
+    for url in peer_urls:
+        try:
+            async with grpc.aio.insecure_channel(grpc_target(url)) as channel:
+                stub = pb_grpc.RaftPeerStub(channel)
+                resp = await stub.Members(pb.MembersRequest(cluster_id=cluster_id), timeout=timeout)
+                return bytes(resp.members)
+        except grpc.aio.AioRpcError as err:
+            errors.append(f"{url}: {err.details() or err.code().name}")
+    raise ConnectionError("no peer answered: " + "; ".join(errors))

@@ -30,7 +30,9 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         member_id: int,
         on_message: Callable[[Message], None],
         on_lease_renew: Callable[[int], Awaitable[int]],
+        on_members: Callable[[], bytes] | None = None,
     ) -> None:
+        self._on_members = on_members
         self._cluster_id = cluster_id
         self._member_id = member_id
         self._on_message = on_message
@@ -95,3 +97,15 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
                 code = grpc.StatusCode.UNKNOWN
             await context.abort(code, str(exc))
         return pb.LeaseRenewResponse(ttl=ttl)
+
+    async def Members(self, request: pb.MembersRequest, context: Any) -> pb.MembersResponse:
+        if request.cluster_id != self._cluster_id:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"asked for members of cluster {request.cluster_id:x}; this member belongs "
+                f"to cluster {self._cluster_id:x}",
+            )
+        if self._on_members is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "member list not available yet")
+        assert self._on_members is not None
+        return pb.MembersResponse(cluster_id=self._cluster_id, members=self._on_members())

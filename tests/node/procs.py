@@ -36,6 +36,24 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def free_port_block(n: int, start: int = 21000, stop: int = 32000) -> int:
+    """A base port such that base .. base+n-1 are all free (below the ephemeral range)."""
+    for base in range(start + (os.getpid() % 50) * 100, stop, 100):
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no block of {n} free ports between {start} and {stop}")
+
+
 def wait_for(
     what: str, check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.05
 ) -> T:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .procs import ProcessCluster, etcdctl, free_ports, wait_for
+from .procs import ProcessCluster, etcdctl, free_port_block, wait_for
 
 pytestmark = pytest.mark.node
 
@@ -57,9 +57,7 @@ def test_a_data_dir_of_another_cluster_is_refused(tmp_path: Path) -> None:
 
 
 def test_local_up_runs_a_cluster_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    base = free_ports(1)[0]
-    # Ports base .. base+22 must be free; pick a base well away from the ephemeral range.
-    base = 20000 + base % 20000
+    base = free_port_block(23)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -123,3 +123,17 @@ class LeaseRenewResponse(_message.Message):
     TTL_FIELD_NUMBER: _ClassVar[int]
     ttl: int
     def __init__(self, ttl: _Optional[int] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ("cluster_id",)
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    def __init__(self, cluster_id: _Optional[int] = ...) -> None: ...
+
+class MembersResponse(_message.Message):
+    __slots__ = ("cluster_id", "members")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    members: bytes
+    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[bytes] = ...) -> None: ...

@@ -49,6 +49,11 @@ class RaftPeerStub:
                 request_serializer=raftpeer__pb2.LeaseRenewRequest.SerializeToString,
                 response_deserializer=raftpeer__pb2.LeaseRenewResponse.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/flotilla.raftpeer.RaftPeer/Members',
+                request_serializer=raftpeer__pb2.MembersRequest.SerializeToString,
+                response_deserializer=raftpeer__pb2.MembersResponse.FromString,
+                _registered_method=True)
 
 
 class RaftPeerServicer:
@@ -75,6 +80,13 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """A member joining an existing cluster learns the member list (and its own id) from a peer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.LeaseRenew,
                     request_deserializer=raftpeer__pb2.LeaseRenewRequest.FromString,
                     response_serializer=raftpeer__pb2.LeaseRenewResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=raftpeer__pb2.MembersRequest.FromString,
+                    response_serializer=raftpeer__pb2.MembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class RaftPeer:
             '/flotilla.raftpeer.RaftPeer/LeaseRenew',
             raftpeer__pb2.LeaseRenewRequest.SerializeToString,
             raftpeer__pb2.LeaseRenewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.raftpeer.RaftPeer/Members',
+            raftpeer__pb2.MembersRequest.SerializeToString,
+            raftpeer__pb2.MembersResponse.FromString,
             options,
             channel_credentials,
             insecure,

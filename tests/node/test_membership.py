@@ -1,0 +1,124 @@
+"""Membership through etcd's Cluster API on real processes: join, promote, remove, refuse."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .procs import Proc, ProcessCluster, etcdctl, etcdctl_json, free_ports, wait_for
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
+    c = ProcessCluster(tmp_path, 3, extra_flags=["--snapshot-count=100"])
+    c.start()
+    try:
+        c.wait_healthy()
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+def add_member(c: ProcessCluster, name: str) -> Proc:
+    """A fourth process, not yet started, with ports of its own."""
+    client, peer, metrics = free_ports(3)
+    m = Proc(name, client, peer, metrics, c.root / name, c.root / f"{name}.log")
+    c.members.append(m)
+    return m
+
+
+def start_joining(c: ProcessCluster, m: Proc) -> None:
+    cmd = c.command(m, state="existing")
+    log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the child
+    m.popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def members(c: ProcessCluster) -> list[dict[str, object]]:
+    doc = etcdctl_json(c.endpoints, "member", "list")
+    return list(doc["members"])  # type: ignore[call-overload]
+
+
+def test_a_learner_joins_catches_up_and_is_promoted(cluster: ProcessCluster) -> None:
+    for i in range(250):  # past --snapshot-count: the newcomer gets a snapshot
+        etcdctl(cluster.endpoints, "put", f"k{i}", f"v{i}")
+    new = add_member(cluster, "m4")
+    out = etcdctl(
+        cluster.endpoints, "member", "add", "m4", f"--peer-urls={new.peer_url}", "--learner"
+    ).stdout
+    assert "added" in out.lower() and "ETCD_INITIAL_CLUSTER_STATE" in out
+    start_joining(cluster, new)
+    wait_for(
+        "the learner to catch up",
+        lambda: (
+            "v249" in etcdctl(new.endpoint, "get", "k249", "--consistency=s", check=False).stdout
+        ),
+        timeout=30,
+    )
+    listed = {str(m.get("name", "")): m for m in members(cluster)}
+    assert listed["m4"].get("isLearner") is True
+    member_id = int(listed["m4"]["ID"])  # type: ignore[call-overload]
+    wait_for(
+        "promotion to be accepted",
+        lambda: (
+            etcdctl(
+                cluster.endpoints, "member", "promote", f"{member_id:x}", check=False
+            ).returncode
+            == 0
+        ),
+        timeout=20,
+    )
+    listed = {str(m.get("name", "")): m for m in members(cluster)}
+    assert not listed["m4"].get("isLearner"), listed["m4"]
+    assert len(listed) == 4
+    etcdctl(new.endpoint, "put", "through-m4", "ok")
+
+
+def test_promoting_a_member_that_is_not_a_learner_is_refused(cluster: ProcessCluster) -> None:
+    mid = int(members(cluster)[0]["ID"])  # type: ignore[call-overload]
+    r = etcdctl(cluster.endpoints, "member", "promote", f"{mid:x}", check=False)
+    assert r.returncode != 0 and "can only promote a learner member" in r.stderr
+
+
+def test_a_removed_member_stops_and_refuses_to_start_again(cluster: ProcessCluster) -> None:
+    leader = cluster.wait_leader()
+    victim = next(m for m in cluster.members if m is not leader)
+    victim_id = next(
+        int(m["ID"])  # type: ignore[call-overload]
+        for m in members(cluster)
+        if m.get("name") == victim.name
+    )
+    etcdctl(leader.endpoint, "member", "remove", f"{victim_id:x}")
+    assert victim.popen is not None
+    victim.popen.wait(timeout=15)
+    assert len(members(cluster)) == 2
+    etcdctl(leader.endpoint, "put", "after-removal", "ok")
+    again = subprocess.run(cluster.command(victim), capture_output=True, text=True, timeout=30)
+    assert again.returncode == 2 and "removed" in again.stderr, again.stderr
+
+
+def test_a_wiped_member_cannot_come_back_under_its_old_identity(
+    cluster: ProcessCluster,
+) -> None:
+    new = add_member(cluster, "m4")
+    etcdctl(cluster.endpoints, "member", "add", "m4", f"--peer-urls={new.peer_url}", "--learner")
+    start_joining(cluster, new)
+    wait_for(
+        "the new member to publish its name",
+        lambda: any(m.get("name") == "m4" for m in members(cluster)),
+        timeout=20,
+    )
+    cluster.kill(new)
+    subprocess.run(["rm", "-rf", str(new.data_dir)], check=True)
+    again = subprocess.run(
+        cluster.command(new, state="existing"), capture_output=True, text=True, timeout=30
+    )
+    assert again.returncode == 2
+    assert "remove it" in again.stderr and "add it again" in again.stderr, again.stderr
