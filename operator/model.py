@@ -30,8 +30,9 @@ DEFAULT_QUOTA_BYTES = 2 * 1024**3
 RETAIN = "Retain"
 DELETE = "Delete"
 
-# Annotation on a data PVC: the id of the Raft member whose log lives on it. Written once the
-# member has been seen healthy on that claim; a claim without it is fresh (or not yet bound).
+# Annotation on a data PVC: the id (hex, as etcdctl prints it) of the Raft member whose log
+# lives on it. Written once the member has been seen healthy on that claim; a claim without it
+# is fresh (or not yet bound).
 MEMBER_ID_ANNOTATION = f"{GROUP}/member-id"
 # Annotation on the pod template: a digest of every spec field that shapes the pods. A pod
 # whose value differs from the spec's runs an older configuration and is rolled.
