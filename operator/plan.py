@@ -369,9 +369,13 @@ def _wipe_stale(spec: Spec, observed: Observed, cluster: Cluster) -> Step | None
         orphaned = pvc.member_id is not None and cluster.by_id(pvc.member_id) is None
         if orphaned and not pvc.deleting:
             return DeletePvcs((k,))
+        if not pvc.deleting:
+            continue
+        if pod is None or pod.deleting:
+            # A pod created now would be bound to the dying claim: let it go first.
+            return WaitFor("ClaimDeleting", f"waiting for the old claim of pod {k} to go")
         owner = cluster.at(k)
-        owner_down = owner is None or not owner.healthy
-        if pvc.deleting and pod is not None and not pod.deleting and owner_down:
+        if owner is None or not owner.healthy:
             # The claim is held until its pod goes; the new pod gets a fresh one.
             return DeletePod(k)
     return None
