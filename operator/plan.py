@@ -25,7 +25,7 @@ is only removed from the StatefulSet once the member list no longer has it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from .model import DELETE, Cluster, Member, Observed, Pod, Spec, pod_name
@@ -193,15 +193,24 @@ class DeletePod(Step):
 
 @dataclass(frozen=True)
 class ReplaceMember(Step):
-    """Remove ``member_id`` (its data is gone) and add pod ``ordinal`` back as a learner."""
+    """Remove ``member_id``; pod ``ordinal`` comes back later as a new learner.
+
+    For a member whose data is gone, or that cannot start on what its claim holds. With
+    ``wipe`` the claim is deleted in the same step: it may hold data of a member that no
+    longer exists, and no label says so. The new learner is added by a later pass, once the
+    pod's claim is clean, so that no process ever joins under the new identity on data that
+    is about to be wiped.
+    """
 
     ordinal: int
     member_id: int
+    wipe: bool = False
     reason: ClassVar[str] = "ReplacingMember"
 
     @property
     def message(self) -> str:
-        return f"pod {self.ordinal} lost its data: replacing member {self.member_id:x}"
+        what = "lost its data" if not self.wipe else "does not come up on its claim"
+        return f"pod {self.ordinal} {what}: replacing member {self.member_id:x}"
 
 
 @dataclass(frozen=True)
@@ -254,6 +263,7 @@ def plan(spec: Spec, observed: Observed) -> Step:
         return _no_leader(spec, observed, cluster)
     if cluster.joint:
         return WaitFor("JointConsensus", "a joint configuration is being left")
+    cluster = _distrust(cluster, observed)
     checks: tuple[Callable[[Spec, Observed, Cluster], Step | None], ...] = (
         _template,
         _bind_claims,
@@ -324,7 +334,10 @@ def _bind_claims(spec: Spec, observed: Observed, cluster: Cluster) -> Step | Non
 def _replace_lost(spec: Spec, observed: Observed, cluster: Cluster) -> Step | None:
     """A member whose data is gone must never come back under its old identity."""
     for m in sorted(cluster.members, key=_by_ordinal):
-        if m.ordinal is None or m.healthy or not _data_lost(m, observed):
+        if m.ordinal is None or m.healthy:
+            continue
+        stuck = _stuck(m, observed)
+        if not stuck and not _data_lost(m, observed):
             continue
         if not m.is_learner:
             staying = [v for v in cluster.voters if v.id != m.id]
@@ -335,13 +348,14 @@ def _replace_lost(spec: Spec, observed: Observed, cluster: Cluster) -> Step | No
                     f"{_name(m)} lost its data, but removing it would leave "
                     f"{healthy} of {len(staying)} voters healthy",
                 )
-        return ReplaceMember(m.ordinal, m.id)
+        return ReplaceMember(m.ordinal, m.id, wipe=stuck)
     return None
 
 
 def _data_lost(m: Member, observed: Observed) -> bool:
+    """The claim that held the member's data is gone, going, or holds another's."""
     assert m.ordinal is not None
-    pvc, pod = observed.pvc(m.ordinal), observed.pod(m.ordinal)
+    pvc = observed.pvc(m.ordinal)
     if m.is_learner:
         # A learner's claim does not exist until the StatefulSet grows to hold it, and after
         # a replacement it still carries the old member's data until it is wiped: only a
@@ -349,12 +363,23 @@ def _data_lost(m: Member, observed: Observed) -> bool:
         return pvc is not None and pvc.member_id == m.id and pvc.deleting
     if pvc is None or pvc.deleting:
         return True
-    if pvc.member_id is not None:
-        return pvc.member_id != m.id
-    # A fresh claim under a voter that has not come back for a long time: the claim was
-    # deleted and recreated before we saw it missing.
+    return pvc.member_id is not None and pvc.member_id != m.id
+
+
+def _stuck(m: Member, observed: Observed) -> bool:
+    """Long after its pod started, the member is still down on a claim never bound to it.
+
+    Either the claim was recreated empty under a voter before we saw it missing, or it holds
+    data of a member removed before its claim was bound. Both need a new member on a wiped
+    claim; waiting longer would not help.
+    """
+    assert m.ordinal is not None
+    pvc, pod = observed.pvc(m.ordinal), observed.pod(m.ordinal)
     return (
-        pod is not None
+        pvc is not None
+        and pvc.member_id is None
+        and not pvc.deleting
+        and pod is not None
         and pod.phase == "Running"
         and observed.now - pod.created_at > REPAIR_GRACE_S
     )
@@ -427,11 +452,14 @@ def _reconfigure(spec: Spec, observed: Observed, cluster: Cluster) -> Step | Non
     leaving = [m for i, m in current.items() if i not in target]
     leader = cluster.leader
     assert leader is not None
-    if leader.id in (m.id for m in leaving):
-        successor = _successor(m for i, m in current.items() if i in target)
+    staying = [m for i, m in current.items() if i in target]
+    if leader.id in (m.id for m in leaving) and staying:
+        successor = _successor(staying)
         if successor is None:
             return WaitFor("NoSuccessor", "no healthy voter can take over leadership")
         return TransferLeadership(successor.id)
+    # With no voter staying at all (every voter of the target is a promoted learner), the
+    # leader cannot hand over beforehand: the Raft core hands over once C_new commits.
     for name, voters in (("current", current.values()), ("new", target.values())):
         members = list(voters)
         healthy = sum(1 for m in members if m.healthy)
@@ -516,6 +544,29 @@ def _rollout(spec: Spec, observed: Observed, cluster: Cluster) -> Step | None:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _distrust(cluster: Cluster, observed: Observed) -> Cluster:
+    """A member whose pod or claim is gone or going is not healthy, whatever it last said.
+
+    The member list and the Kubernetes objects are read at slightly different moments; when
+    they disagree, the planner believes the one that counts fewer healthy voters.
+    """
+
+    def alive(m: Member) -> bool:
+        if m.ordinal is None:
+            return m.healthy
+        pod, pvc = observed.pod(m.ordinal), observed.pvc(m.ordinal)
+        return (
+            m.healthy
+            and pod is not None
+            and not pod.deleting
+            and pvc is not None
+            and not pvc.deleting
+        )
+
+    members = tuple(m if alive(m) else replace(m, healthy=False) for m in cluster.members)
+    return replace(cluster, members=members)
 
 
 def _by_ordinal(m: Member) -> tuple[int, int]:

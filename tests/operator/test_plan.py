@@ -431,7 +431,7 @@ STORIES = [
             pvcs=(Pvc(0, mid(0)), Pvc(1), Pvc(2, mid(2))),
             now=NOW - 3600 + REPAIR_GRACE_S + 1,
         ),
-        ReplaceMember(1, mid(1)),
+        ReplaceMember(1, mid(1), wipe=True),
     ),
     Story(
         "... but not before the grace period: it may still be starting",
@@ -446,24 +446,36 @@ STORIES = [
     Story(
         "replacement removed the old member: its data on the claim is wiped",
         spec(),
-        world(
-            learners=(1,),
-            ids={1: NEW_ID},
-            unhealthy=(1,),
-            pvcs=(Pvc(0, mid(0)), Pvc(1, mid(1)), Pvc(2, mid(2))),
-        ),
+        world(voters=(0, 2), sts=3, pvcs=(Pvc(0, mid(0)), Pvc(1, mid(1)), Pvc(2, mid(2)))),
         DeletePvcs((1,)),
     ),
     Story(
         "... the claim is held by the old pod: the pod goes",
         spec(),
         world(
-            learners=(1,),
-            ids={1: NEW_ID},
-            unhealthy=(1,),
+            voters=(0, 2),
+            sts=3,
             pvcs=(Pvc(0, mid(0)), Pvc(1, mid(1), deleting=True), Pvc(2, mid(2))),
         ),
         DeletePod(1),
+    ),
+    Story(
+        "... no learner is added while the old claim is still there",
+        spec(),
+        world(
+            voters=(0, 2),
+            sts=3,
+            pods=[pod(0), pod(1, deleting=True), pod(2)],
+            pvcs=(Pvc(0, mid(0)), Pvc(1, mid(1), deleting=True), Pvc(2, mid(2))),
+        ),
+        WaitFor,
+        "ClaimDeleting",
+    ),
+    Story(
+        "... on a fresh claim, the pod is added back as a new learner",
+        spec(),
+        world(voters=(0, 2), sts=3, pvcs=(Pvc(0, mid(0)), Pvc(1), Pvc(2, mid(2)))),
+        AddLearner(1),
     ),
     Story(
         "... the new pod on a fresh claim joins as the learner and is bound",
@@ -476,12 +488,6 @@ STORIES = [
         spec(),
         world(learners=(1,), ids={1: NEW_ID}),
         Reconfigure(tuple(sorted((mid(0), NEW_ID, mid(2))))),
-    ),
-    Story(
-        "an interrupted replacement (old member removed, learner not yet added) goes on",
-        spec(),
-        world(voters=(0, 2), sts=3, pvcs=(Pvc(0, mid(0)), Pvc(1), Pvc(2, mid(2)))),
-        AddLearner(1),
     ),
     Story(
         "a replacement that would leave no healthy majority is not made",

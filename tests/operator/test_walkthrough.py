@@ -1,0 +1,132 @@
+"""Whole operations, pass after pass, against a toy world that checks every step for safety.
+
+The stories in test_plan.py pin single decisions; these let the planner drive a cluster from
+nothing through scale-ups, scale-downs, upgrades, spec changes in the middle of all of them,
+restarted pods and lost disks, and check that it always arrives, never unsafely.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from flotilla.operator import plan as p
+from flotilla.operator.model import Spec
+
+from .toyworld import ToyWorld, run
+
+
+def want(replicas: int = 3, version: str = "1.0", retention: str = "Retain") -> Spec:
+    return Spec(
+        name="db",
+        namespace="ns",
+        replicas=replicas,
+        version=version,
+        pvc_retention=retention,
+        config_hash=f"hash-of-{version}",
+    )
+
+
+def assert_converged(world: ToyWorld, spec: Spec) -> None:
+    assert world.sts is not None and world.sts.replicas == spec.replicas
+    by_ordinal = {m.ordinal: i for i, m in world.members.items()}
+    assert sorted(by_ordinal) == list(range(spec.replicas))
+    assert all(not m.learner and m.healthy for m in world.members.values())
+    assert world.leader in world.members
+    assert sorted(world.pods) == list(range(spec.replicas))
+    assert all(t.ready and t.config_hash == spec.config_hash for t in world.pods.values())
+    for k in range(spec.replicas):
+        assert world.pvcs[k].member_id == by_ordinal[k] == world.pvcs[k].data_of
+
+
+def test_create_grow_upgrade_shrink() -> None:
+    world = ToyWorld()
+    for spec in (want(3), want(5), want(5, "1.1"), want(3, "1.1"), want(1, "1.1"), want(3)):
+        assert isinstance(run(world, spec), p.Done), spec
+        assert_converged(world, spec)
+
+
+def test_scale_up_is_one_joint_step_and_learners_come_first() -> None:
+    world = ToyWorld()
+    run(world, want(3))
+    world.steps.clear()
+    run(world, want(5))
+    kinds = [type(s).__name__ for s in world.steps if not isinstance(s, p.WaitFor | p.BindPvc)]
+    assert kinds == ["AddLearner", "AddLearner", "ScaleStatefulSet", "Reconfigure"]
+
+
+def test_scale_down_moves_leadership_then_reconfigures_then_shrinks_then_deletes_claims() -> None:
+    world = ToyWorld()
+    run(world, want(5, retention="Delete"))
+    world.leader = max(world.members)  # the leader is on the highest ordinal
+    world.steps.clear()
+    run(world, want(3, retention="Delete"))
+    kinds = [type(s).__name__ for s in world.steps if not isinstance(s, p.WaitFor)]
+    assert kinds == ["TransferLeadership", "Reconfigure", "ScaleStatefulSet", "DeletePvcs"]
+    assert sorted(world.pvcs) == [0, 1, 2]
+
+
+def test_upgrade_restarts_followers_first_and_the_leader_last() -> None:
+    world = ToyWorld()
+    run(world, want(3))
+    first_leader = world.leader
+    leader_ordinal = world.members[first_leader].ordinal  # type: ignore[index]
+    world.steps.clear()
+    run(world, want(3, "1.1"))
+    restarts = [s.ordinal for s in world.steps if isinstance(s, p.DeletePod)]
+    assert sorted(restarts) == [0, 1, 2]
+    assert restarts[-1] == leader_ordinal
+    transfer = [s for s in world.steps if isinstance(s, p.TransferLeadership)]
+    assert len(transfer) == 1
+
+
+def test_a_failing_version_stops_after_one_pod_and_a_rollback_recovers() -> None:
+    world = ToyWorld()
+    run(world, want(3))
+    step = run(world, want(3, "broken"), passes=400)
+    assert isinstance(step, p.RolloutHalted)
+    restarted = [s.ordinal for s in world.steps if isinstance(s, p.DeletePod)]
+    assert len(restarted) == 1  # one pod down, the quorum untouched
+    assert isinstance(run(world, want(3, "1.0")), p.Done)
+    assert_converged(world, want(3, "1.0"))
+
+
+def test_a_lost_disk_is_replaced_by_a_new_member() -> None:
+    world = ToyWorld()
+    run(world, want(3))
+    old = {m.ordinal: i for i, m in world.members.items()}
+    world.lose_claim(1)
+    world.tick()
+    assert isinstance(run(world, want(3), passes=400), p.Done)
+    assert_converged(world, want(3))
+    new = {m.ordinal: i for i, m in world.members.items()}
+    assert new[1] != old[1] and new[0] == old[0] and new[2] == old[2]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_spec_changes_and_faults_always_settle_safely(seed: int) -> None:
+    """Any order of spec changes, restarts and one lost disk: safe at every step, then done."""
+    rng = random.Random(seed)
+    world = ToyWorld()
+    spec = want(rng.choice([1, 3, 5]))
+    lost_one = False
+    for _ in range(250):
+        if rng.random() < 0.05:
+            spec = want(
+                rng.randint(1, 6),
+                rng.choice(["1.0", "1.1", "1.2"]),
+                rng.choice(["Retain", "Delete"]),
+            )
+        if rng.random() < 0.03 and world.pods:
+            world.restart_pod(rng.choice(sorted(world.pods)))
+        voters = world.voters()
+        healthy = all(world.members[i].healthy for i in voters)
+        if not lost_one and len(voters) >= 3 and healthy and rng.random() < 0.02:
+            world.lose_claim(world.members[rng.choice(sorted(voters))].ordinal)
+            lost_one = True
+        step = p.plan(spec, world.observe())
+        world.apply(step, spec)
+        world.tick()
+    assert isinstance(run(world, spec, passes=600), p.Done), world.steps[-5:]
+    assert_converged(world, spec)
