@@ -98,7 +98,7 @@ def test_names_and_scope() -> None:
         "raftclusters",
         "raftcluster",
     )
-    assert names["shortNames"] == ["rc"]
+    assert names["shortNames"] == ["raftc"]  # "rc" is ReplicationController's
     assert VERSION["name"] == "v1alpha1" and VERSION["served"] and VERSION["storage"]
 
 
