@@ -115,3 +115,28 @@ def read_operation(status: Mapping[str, Any]) -> model.Operation | None:
         started_at=op.get("startedAt", ""),
         message=op.get("message", ""),
     )
+
+
+def _covers(live: Any, desired: Any) -> bool:
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            k in live and _covers(live[k], v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(_covers(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    return bool(live == desired)
+
+
+def drifted(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """Whether a field the builders set has another value in the live object.
+
+    Fields the API server fills in (a Service's clusterIP, a port's protocol, ...) are not
+    drift; what observe reports in ``Observed.missing`` is missing or drifted.
+    """
+    mine = {"spec": desired.get("spec", {}), "labels": desired["metadata"].get("labels", {})}
+    theirs = {"spec": live.get("spec", {}), "labels": live["metadata"].get("labels", {})}
+    return not _covers(theirs, mine)

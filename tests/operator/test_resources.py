@@ -313,3 +313,22 @@ def test_label_selector_for_the_scale_subresource() -> None:
     assert resources.label_selector("db") == (
         "app.kubernetes.io/name=flotilla,app.kubernetes.io/instance=db"
     )
+
+
+def test_drift_ignores_what_the_server_fills_in() -> None:
+    desired = resources.client_service(BODY)
+    live = copy.deepcopy(desired)
+    live["spec"]["clusterIP"] = "10.96.0.17"
+    live["spec"]["ports"][0]["protocol"] = "TCP"
+    live["metadata"]["labels"]["added-by-someone"] = "x"
+    assert not readers.drifted(desired, live)
+    live["spec"]["ports"][0]["port"] = 12379
+    assert readers.drifted(desired, live)
+
+
+def test_a_budget_left_from_another_size_has_drifted() -> None:
+    live = resources.pod_disruption_budget(body(replicas=3))
+    assert not readers.drifted(resources.pod_disruption_budget(body(replicas=3)), live)
+    assert readers.drifted(resources.pod_disruption_budget(body(replicas=5)), live)
+    del live["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+    assert readers.drifted(resources.pod_disruption_budget(body(replicas=3)), live)
