@@ -36,8 +36,9 @@ CATCH_UP_LAG = 1000
 # A pod running the new configuration that is still not Ready this long after it was
 # created stops the rollout: the new version is failing, and a person must look.
 ROLLOUT_TIMEOUT_S = 600.0
-# A voter whose claim is fresh (never bound to it) and whose pod has been running this long
-# without the member becoming healthy lost its data: it is replaced by a new member.
+# A member still down this long after its pod started, on a claim never bound to it, cannot
+# start on what the claim holds (recreated empty, or a removed member's data): it is
+# replaced by a new member on a wiped claim.
 REPAIR_GRACE_S = 300.0
 
 
