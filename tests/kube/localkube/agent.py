@@ -1,0 +1,237 @@
+"""The local kubelet process: nodes, pods, cluster DNS hosts files, volume provisioner.
+
+One process plays the kubelet of every local node. Each concern runs as a watch
+loop in its own thread and hands events to small handlers under one lock; the pods
+themselves are driven by one ``PodWorker`` thread each (see ``pods.py``).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import dns, network, provisioner
+from .api import Api, ApiError
+from .config import Config
+from .node import Nodes
+from .pods import PodWorker
+
+Obj = dict[str, Any]
+
+
+class IpPool:
+    """Pod addresses: node i hands out 10.244.i.2 .. 10.244.i.254."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.used: set[str] = set()
+
+    def take(self, node_index: int) -> str:
+        for host in range(2, 255):
+            ip = f"{self.cfg.pod_prefix}.{node_index}.{host}"
+            if ip not in self.used:
+                self.used.add(ip)
+                return ip
+        raise RuntimeError(f"node {node_index} has no free pod address")
+
+    def give_back(self, ip: str) -> None:
+        self.used.discard(ip)
+
+
+class Agent:
+    def __init__(self, cfg: Config, version: str) -> None:
+        self.cfg = cfg
+        self.api = Api(cfg)
+        self.nodes = Nodes(cfg, self.api, version)
+        self.provisioner = provisioner.Provisioner(cfg, self.api)
+        self.ips = IpPool(cfg)
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.workers: dict[str, PodWorker] = {}
+        self.pods: dict[str, Obj] = {}  # every pod in the cluster, by uid (for DNS)
+        self.services: dict[str, Obj] = {}
+        self._finalizing: set[str] = set()
+
+    # -- start-up --------------------------------------------------------------------
+
+    def sweep_stale(self) -> None:
+        """Remove namespaces left by a previous agent (their processes die with them)."""
+        for ns in network.our_namespaces(self.cfg):
+            for pid in network.pids_in_netns(ns):
+                try:
+                    import os
+
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            network.delete_pod_netns(ns)
+
+    def run(self) -> None:
+        self.sweep_stale()
+        network.ensure_bridge(self.cfg)
+        provisioner.ensure_storage_class(self.api)
+        self.nodes.register()
+        loops: list[tuple[str, Callable[[], None]]] = [
+            ("heartbeat", self._heartbeat_loop),
+            ("pods", lambda: self._watch("/api/v1/pods", self._on_pod, self._pods_synced)),
+            ("services", lambda: self._watch("/api/v1/services", self._on_service)),
+            ("pvcs", lambda: self._watch("/api/v1/persistentvolumeclaims", self._on_pvc)),
+            ("pvs", lambda: self._watch("/api/v1/persistentvolumes", self._on_pv)),
+        ]
+        for name, target in loops:
+            threading.Thread(target=self._guard(name, target), name=name, daemon=True).start()
+        print(f"local kubelet running nodes {', '.join(self.nodes.names)}", flush=True)
+        self.stopping.wait()
+        self.shutdown()
+
+    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
+        """Keep a loop alive across unexpected errors (logged), until stopping."""
+
+        def run() -> None:
+            while not self.stopping.is_set():
+                try:
+                    target()
+                except Exception as e:
+                    print(f"{name} loop error: {e!r}", file=sys.stderr, flush=True)
+                    time.sleep(1)
+
+        return run
+
+    def shutdown(self) -> None:
+        """Stop every pod quickly (the whole cluster is going away)."""
+        with self.lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.request_stop(2)
+        for w in workers:
+            w.finished.wait(20)
+
+    # -- loops -----------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        count = 0
+        while not self.stopping.wait(10):
+            count += 1
+            self.nodes.heartbeat(status=count % 3 == 0)
+
+    def _watch(
+        self, path: str, handler: Callable[[str, Obj], None], synced: Callable[[], None] | None = None
+    ) -> None:
+        seen: set[str] = set()
+        for kind, obj in self.api.watch(path, stop=self.stopping.is_set):
+            if kind == "SYNCED":
+                if synced is not None:
+                    synced_uids = set(seen)
+                    seen.clear()
+                    with self.lock:
+                        self._drop_unseen(synced_uids)
+                continue
+            if kind == "ADDED":
+                seen.add(obj["metadata"].get("uid", ""))
+            with self.lock:
+                handler(kind, obj)
+
+    # -- handlers (called with the lock held) -----------------------------------------
+
+    def _on_pod(self, kind: str, pod: Obj) -> None:
+        uid = pod["metadata"]["uid"]
+        if kind == "DELETED":
+            self.pods.pop(uid, None)
+        else:
+            self.pods[uid] = pod
+        self._refresh_hosts()
+        node = pod["spec"].get("nodeName")
+        if node not in self.nodes.names:
+            return
+        worker = self.workers.get(uid)
+        if kind == "DELETED":
+            if worker is not None:
+                worker.request_stop(0)
+            return
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            grace = float(meta.get("deletionGracePeriodSeconds", 30))
+            if worker is not None:
+                worker.request_stop(grace)
+            if uid not in self._finalizing:
+                self._finalizing.add(uid)
+                threading.Thread(target=self._finalize, args=(pod, worker), daemon=True).start()
+            return
+        if worker is None and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+            index = self.nodes.index(node)
+            worker = PodWorker(self.cfg, self.api, pod, self.ips.take(index), "127.0.0.1")
+            self.workers[uid] = worker
+            worker.start()
+
+    def _pods_synced(self) -> None:
+        """Nothing to do: the set of pods is reconciled in ``_drop_unseen``."""
+
+    def _drop_unseen(self, listed: set[str]) -> None:
+        """After a re-list, pods we run that no longer exist are stopped."""
+        for uid, worker in list(self.workers.items()):
+            if uid not in listed:
+                worker.request_stop(0)
+        for uid in list(self.pods):
+            if uid not in listed:
+                del self.pods[uid]
+
+    def _finalize(self, pod: Obj, worker: PodWorker | None) -> None:
+        """Once the pod's processes are gone, remove the pod object for good."""
+        meta = pod["metadata"]
+        if worker is not None:
+            worker.finished.wait()
+        try:
+            self.api.delete(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            )
+        except ApiError as e:
+            if e.status != 409:
+                print(f"final delete of {meta['name']} failed: {e}", file=sys.stderr, flush=True)
+        with self.lock:
+            self._finalizing.discard(meta["uid"])
+            if worker is not None and self.workers.get(meta["uid"]) is worker:
+                del self.workers[meta["uid"]]
+                self.ips.give_back(worker.pod_ip)
+
+    def _on_service(self, kind: str, svc: Obj) -> None:
+        uid = svc["metadata"]["uid"]
+        if kind == "DELETED":
+            self.services.pop(uid, None)
+        else:
+            self.services[uid] = svc
+        self._refresh_hosts()
+
+    def _refresh_hosts(self) -> None:
+        """Rewrite the hosts file of every running pod (in place; unchanged files are skipped)."""
+        recs = dns.records(self.pods.values(), self.services.values(), self.cfg.cluster_domain)
+        for worker in self.workers.values():
+            etc = network.NETNS_ETC / worker.netns / "hosts"
+            if worker.finished.is_set() or not etc.exists():
+                continue
+            content = network.hosts_header(worker.pod_ip, worker.hostname, worker.fqdn)
+            content += "\n".join(dns.hosts_lines(recs, worker.pod["metadata"]["namespace"]))
+            network.write_in_place(etc, content + "\n")
+
+    def _on_pvc(self, kind: str, pvc: Obj) -> None:
+        if kind != "DELETED":
+            self.provisioner.on_claim(pvc)
+
+    def _on_pv(self, kind: str, pv: Obj) -> None:
+        if kind != "DELETED":
+            self.provisioner.on_volume(pv)
+
+
+def main(version: str) -> None:
+    agent = Agent(Config(), version)
+
+    def on_signal(signum: int, frame: object) -> None:
+        agent.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()

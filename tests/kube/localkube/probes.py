@@ -1,0 +1,116 @@
+"""Readiness, liveness and startup probes: HTTP GET, TCP socket, gRPC health, exec.
+
+Probes run from the host against the pod IP (the host reaches every pod over the
+bridge), like a kubelet does; exec probes run inside the pod's network namespace.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _port(spec: dict[str, Any], container: dict[str, Any]) -> int:
+    """Resolve a numeric or named port."""
+    port = spec.get("port")
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports", []):
+        if p.get("name") == port:
+            return int(p["containerPort"])
+    return int(str(port))
+
+
+def run_probe(probe: dict[str, Any], container: dict[str, Any], pod_ip: str, netns: str) -> bool:
+    """One probe attempt: True on success."""
+    timeout = float(probe.get("timeoutSeconds", 1))
+    try:
+        if "httpGet" in probe:
+            h = probe["httpGet"]
+            scheme = h.get("scheme", "HTTP").lower()
+            host = h.get("host") or pod_ip
+            url = f"{scheme}://{host}:{_port(h, container)}{h.get('path', '/')}"
+            req = urllib.request.Request(url)
+            for header in h.get("httpHeaders", []):
+                req.add_header(header["name"], header["value"])
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return 200 <= resp.status < 400
+        if "tcpSocket" in probe:
+            t = probe["tcpSocket"]
+            with socket.create_connection((pod_ip, _port(t, container)), timeout=timeout):
+                return True
+        if "grpc" in probe:
+            return _grpc_probe(pod_ip, probe["grpc"], timeout)
+        if "exec" in probe:
+            argv = ["ip", "netns", "exec", netns, *probe["exec"]["command"]]
+            return subprocess.run(argv, capture_output=True, timeout=timeout).returncode == 0
+    except (OSError, urllib.error.URLError, subprocess.TimeoutExpired, ValueError):
+        return False
+    return False
+
+
+def _grpc_probe(pod_ip: str, spec: dict[str, Any], timeout: float) -> bool:
+    """grpc.health.v1 Check, if grpcio is installed (it is an optional dependency)."""
+    try:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    with grpc.insecure_channel(f"{pod_ip}:{spec['port']}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            resp = stub.Check(
+                health_pb2.HealthCheckRequest(service=spec.get("service", "")), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@dataclass
+class ProbeState:
+    """Thresholds and timing of one probe, fed one result at a time."""
+
+    probe: dict[str, Any] | None
+    initial: bool  # the value before the first success/failure decision
+    result: bool = field(init=False)
+    _successes: int = 0
+    _failures: int = 0
+    _next: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.result = self.initial if self.probe else True
+
+    def reset(self, started_at: float) -> None:
+        self.result = self.initial if self.probe else True
+        self._successes = self._failures = 0
+        delay = float(self.probe.get("initialDelaySeconds", 0)) if self.probe else 0.0
+        self._next = started_at + delay
+
+    def due(self, now: float) -> bool:
+        return self.probe is not None and now >= self._next
+
+    def record(self, ok: bool, now: float) -> bool:
+        """Feed one attempt; returns the (possibly changed) probe result."""
+        assert self.probe is not None
+        self._next = now + float(self.probe.get("periodSeconds", 10))
+        if ok:
+            self._successes += 1
+            self._failures = 0
+            if self._successes >= int(self.probe.get("successThreshold", 1)):
+                self.result = True
+        else:
+            self._failures += 1
+            self._successes = 0
+            if self._failures >= int(self.probe.get("failureThreshold", 3)):
+                self.result = False
+        return self.result
+
+
+def monotonic() -> float:
+    return time.monotonic()
