@@ -7,6 +7,8 @@ themselves are driven by one ``PodWorker`` thread each (see ``pods.py``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -29,12 +31,17 @@ class IpPool:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.used: set[str] = set()
+        self.last: dict[int, int] = {}
 
     def take(self, node_index: int) -> str:
-        for host in range(2, 255):
+        """Round robin, so a just-released address is not handed out again at once."""
+        start = self.last.get(node_index, 1)
+        for step in range(1, 254):
+            host = (start - 2 + step) % 253 + 2
             ip = f"{self.cfg.pod_prefix}.{node_index}.{host}"
             if ip not in self.used:
                 self.used.add(ip)
+                self.last[node_index] = host
                 return ip
         raise RuntimeError(f"node {node_index} has no free pod address")
 
@@ -62,12 +69,8 @@ class Agent:
         """Remove namespaces left by a previous agent (their processes die with them)."""
         for ns in network.our_namespaces(self.cfg):
             for pid in network.pids_in_netns(ns):
-                try:
-                    import os
-
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             network.delete_pod_netns(ns)
 
     def run(self) -> None:
@@ -119,7 +122,10 @@ class Agent:
             self.nodes.heartbeat(status=count % 3 == 0)
 
     def _watch(
-        self, path: str, handler: Callable[[str, Obj], None], synced: Callable[[], None] | None = None
+        self,
+        path: str,
+        handler: Callable[[str, Obj], None],
+        synced: Callable[[], None] | None = None,
     ) -> None:
         seen: set[str] = set()
         for kind, obj in self.api.watch(path, stop=self.stopping.is_set):

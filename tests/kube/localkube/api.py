@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -159,8 +160,6 @@ class _Gone(Exception):
 
 def stop_wait(stop: Callable[[], bool], seconds: float) -> None:
     """Sleep up to ``seconds`` unless asked to stop (back-off between retries)."""
-    import time
-
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not stop():
         time.sleep(0.1)

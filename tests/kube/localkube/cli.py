@@ -63,9 +63,6 @@ def up(cfg: Config) -> None:
     bindir = build()
     t_built = time.monotonic()
     cfg.state.mkdir(parents=True, exist_ok=True)
-    marker = cfg.state / "run-netns-existed"
-    if not marker.exists():
-        marker.write_text("yes" if network.NETNS_RUN.exists() else "no")
     version = subprocess.run(
         [str(bindir / "kube-apiserver"), "--version"], check=True, capture_output=True, text=True
     ).stdout.split()[-1]
@@ -78,9 +75,7 @@ def up(cfg: Config) -> None:
         procs.spawn(AGENT, argv, cfg.pids, cfg.logs, env=env, cwd=REPO_ROOT)
     api = Api(cfg)
     names = [cfg.node_name(i) for i in range(1, cfg.nodes + 1)]
-    controlplane.wait_until(
-        "nodes", lambda: nodes_ready(api, names), 60, cfg.logs / f"{AGENT}.log"
-    )
+    controlplane.wait_until("nodes", lambda: nodes_ready(api, names), 60, cfg.logs / f"{AGENT}.log")
     t_ready = time.monotonic()
     print(
         f"cluster up: {len(names)} Ready nodes, Kubernetes {version} "
@@ -103,11 +98,13 @@ def down(cfg: Config) -> None:
             network.delete_pod_netns(leftover.name)
     network.delete_bridge(cfg)
     _remove_mountpoints(cfg.state / "mountpoints")
-    marker = cfg.state / "run-netns-existed"
-    existed = marker.read_text() if marker.exists() else "yes"
-    if existed == "no" and network.NETNS_RUN.exists() and not any(network.NETNS_RUN.iterdir()):
+    # `ip netns add` bind-mounts /run/netns on first use; once no namespace is left
+    # it is just that mount: remove it (ip recreates it when needed), and /etc/netns.
+    if network.NETNS_RUN.exists() and not any(network.NETNS_RUN.iterdir()):
         subprocess.run(["umount", str(network.NETNS_RUN)], check=False, capture_output=True)
         subprocess.run(["rmdir", str(network.NETNS_RUN)], check=False, capture_output=True)
+    if network.NETNS_ETC.exists() and not any(network.NETNS_ETC.iterdir()):
+        network.NETNS_ETC.rmdir()
     shutil.rmtree(cfg.state, ignore_errors=True)
     print("cluster down", flush=True)
 

@@ -28,7 +28,9 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def records(pods: Iterable[Obj], services: Iterable[Obj], domain: str) -> list[tuple[str, str, list[str]]]:
+def records(
+    pods: Iterable[Obj], services: Iterable[Obj], domain: str
+) -> list[tuple[str, str, list[str]]]:
     """(namespace, ip, [fully qualified, ..., namespace-relative names]) for every record."""
     headless = {
         (s["metadata"]["namespace"], s["metadata"]["name"]): s
@@ -51,7 +53,9 @@ def records(pods: Iterable[Obj], services: Iterable[Obj], domain: str) -> list[t
             labels = meta.get("labels", {})
             if spec.get("subdomain") == sname:
                 base = f"{host}.{sname}.{ns}"
-                out.append((ns, ip, [f"{base}.svc.{domain}", f"{base}.svc", base, f"{host}.{sname}"]))
+                out.append(
+                    (ns, ip, [f"{base}.svc.{domain}", f"{base}.svc", base, f"{host}.{sname}"])
+                )
             if _selects(svc["spec"].get("selector", {}), labels):
                 base = f"{sname}.{ns}"
                 out.append((ns, ip, [f"{base}.svc.{domain}", f"{base}.svc", base, sname]))

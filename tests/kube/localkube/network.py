@@ -18,7 +18,9 @@ NETNS_ETC = Path("/etc/netns")
 NETNS_RUN = Path("/run/netns")
 
 
-def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def ip(
+    *args: str, netns: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``ip ARGS`` (inside ``netns`` if given)."""
     argv = ["ip", *args] if netns is None else ["ip", "-n", netns, *args]
     return subprocess.run(argv, check=check, capture_output=True, text=True)
@@ -45,9 +47,7 @@ def _veth_name(ns: str) -> str:
     return "flv" + hashlib.sha1(ns.encode()).hexdigest()[:10]
 
 
-def create_pod_netns(
-    cfg: Config, ns: str, pod_ip: str, hostname: str, fqdn: list[str]
-) -> None:
+def create_pod_netns(cfg: Config, ns: str, pod_ip: str, hostname: str, fqdn: list[str]) -> None:
     """Namespace with loopback, eth0 at ``pod_ip`` and a default route via the bridge."""
     delete_pod_netns(ns)
     etc = NETNS_ETC / ns
@@ -62,6 +62,10 @@ def create_pod_netns(
     ip("link", "set", host_end, "up")
     ip("link", "set", "lo", "up", netns=ns)
     ip("link", "set", pod_end, "name", "eth0", netns=ns)
+    # The MAC derives from the IP, so when an address is reused the neighbour caches of
+    # the host and of other pods stay right instead of pointing at a deleted veth.
+    mac = "0a:58:" + ":".join(f"{int(o):02x}" for o in pod_ip.split("."))
+    ip("link", "set", "eth0", "address", mac, netns=ns)
     ip("addr", "add", f"{pod_ip}/{cfg.pod_prefix_len}", "dev", "eth0", netns=ns)
     ip("link", "set", "eth0", "up", netns=ns)
     ip("route", "add", "default", "via", cfg.bridge_ip, netns=ns)

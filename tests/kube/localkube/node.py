@@ -48,7 +48,12 @@ def node_status(name: str, index: int, version: str, since: str) -> Obj:
         "capacity": cap,
         "allocatable": cap,
         "conditions": [
-            {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory", **ok},
+            {
+                "type": "MemoryPressure",
+                "status": "False",
+                "reason": "KubeletHasSufficientMemory",
+                **ok,
+            },
             {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure", **ok},
             {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID", **ok},
             {

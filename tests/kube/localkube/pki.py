@@ -66,7 +66,9 @@ def _name(cn: str, groups: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey
+) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -195,7 +197,9 @@ class Pki:
                     },
                 }
             ],
-            "contexts": [{"name": "flotilla-local", "context": {"cluster": "flotilla-local", "user": stem}}],
+            "contexts": [
+                {"name": "flotilla-local", "context": {"cluster": "flotilla-local", "user": stem}}
+            ],
             "current-context": "flotilla-local",
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))

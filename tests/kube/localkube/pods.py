@@ -7,6 +7,7 @@ stop. The worker reports status to the API whenever what it would report changes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -329,10 +330,8 @@ class PodWorker(threading.Thread):
         for t in threads:
             t.join()
         for pid in network.pids_in_netns(self.netns):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for c in self.inits + self.containers:
             if "running" in c.state or "waiting" in c.state:
                 c.state = {
@@ -371,7 +370,15 @@ class PodWorker(threading.Thread):
         self._set_condition("ContainersReady", ready)
         self._set_condition("Ready", ready)
         self._set_condition("Initialized", all(c.done for c in self.inits))
-        conditions = [{"type": "PodScheduled", "status": "True"}]
+        scheduled = next(
+            (
+                c
+                for c in self.pod.get("status", {}).get("conditions", [])
+                if c.get("type") == "PodScheduled"
+            ),
+            {"type": "PodScheduled", "status": "True"},
+        )
+        conditions = [scheduled]
         for kind in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"):
             if kind in self._conditions:
                 value, since = self._conditions[kind]

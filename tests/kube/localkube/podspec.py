@@ -164,7 +164,9 @@ def _token(api: Api, pod: Obj, src: Obj) -> bytes:
         },
     }
     try:
-        resp = api.create(f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body)
+        resp = api.create(
+            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body
+        )
     except ApiError as e:
         raise NotReadyYet(f"token for service account {sa}: {e}") from e
     return str(resp["status"]["token"]).encode()
@@ -216,23 +218,27 @@ def prepare_volumes(api: Api, pod: Obj, pod_dir: Path, resolver: Resolver) -> di
             _write_files(local, files)
             out[name] = local
         elif "projected" in vol:
-            files: dict[str, bytes] = {}
+            projected: dict[str, bytes] = {}
             for src in vol["projected"].get("sources", []):
                 if "serviceAccountToken" in src:
-                    files[src["serviceAccountToken"]["path"]] = _token(
+                    projected[src["serviceAccountToken"]["path"]] = _token(
                         api, pod, src["serviceAccountToken"]
                     )
                 elif "configMap" in src or "secret" in src:
                     kind = "configmaps" if "configMap" in src else "secrets"
                     s = src.get("configMap") or src["secret"]
-                    files.update(
-                        _select(resolver.data(kind, s["name"], s.get("optional", False)), s.get("items"))
+                    projected.update(
+                        _select(
+                            resolver.data(kind, s["name"], s.get("optional", False)), s.get("items")
+                        )
                     )
                 elif "downwardAPI" in src:
                     for i in src["downwardAPI"].get("items", []):
                         if "fieldRef" in i:
-                            files[i["path"]] = field_ref(pod, i["fieldRef"]["fieldPath"]).encode()
-            _write_files(local, files)
+                            projected[i["path"]] = field_ref(
+                                pod, i["fieldRef"]["fieldPath"]
+                            ).encode()
+            _write_files(local, projected)
             out[name] = local
         # Other volume types are ignored: there is nothing local to back them.
     return out

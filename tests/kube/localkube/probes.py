@@ -39,7 +39,7 @@ def run_probe(probe: dict[str, Any], container: dict[str, Any], pod_ip: str, net
             for header in h.get("httpHeaders", []):
                 req.add_header(header["name"], header["value"])
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return 200 <= resp.status < 400
+                return bool(200 <= resp.status < 400)
         if "tcpSocket" in probe:
             t = probe["tcpSocket"]
             with socket.create_connection((pod_ip, _port(t, container)), timeout=timeout):
@@ -58,7 +58,7 @@ def _grpc_probe(pod_ip: str, spec: dict[str, Any], timeout: float) -> bool:
     """grpc.health.v1 Check, if grpcio is installed (it is an optional dependency)."""
     try:
         import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-not-found]
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
     except ImportError:
         return False
     with grpc.insecure_channel(f"{pod_ip}:{spec['port']}") as channel:

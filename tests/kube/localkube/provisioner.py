@@ -53,7 +53,7 @@ class Provisioner:
         wanted = ann.get("volume.kubernetes.io/storage-provisioner") or ann.get(
             "volume.beta.kubernetes.io/storage-provisioner"
         )
-        return wanted == PROVISIONER or pvc["spec"].get("storageClassName") == STORAGE_CLASS
+        return bool(wanted == PROVISIONER or pvc["spec"].get("storageClassName") == STORAGE_CLASS)
 
     def on_claim(self, pvc: Obj) -> None:
         """Provision a PV for ``pvc`` if it is ours, unbound and not being deleted."""
