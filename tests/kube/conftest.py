@@ -1,8 +1,9 @@
 """Fixtures for tests against the local Kubernetes cluster.
 
-The ``cluster`` fixture brings the cluster up once per session (building the control
-plane on first use) or reuses one that is already up, in which case it also leaves it
-running afterwards. Each test gets its own namespace, deleted when it ends.
+The ``cluster`` fixture brings the cluster up once per session or reuses one that is
+already up, in which case it also leaves it running afterwards. Without built binaries
+the cluster tests skip, except under CI (``CI`` set), where ``up`` builds them.
+Each test gets its own namespace, deleted when it ends.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from tests.kube.kubectl import kubectl, wait_for
 from tests.kube.localkube import cli, controlplane, procs
-from tests.kube.localkube.config import Config
+from tests.kube.localkube.config import Config, binaries_dir
 
 
 def _running(cfg: Config) -> bool:
@@ -30,6 +31,12 @@ def cluster() -> Iterator[Config]:
         pytest.skip("the local Kubernetes cluster needs root (network namespaces)")
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
+    if binaries_dir() is None and not os.environ.get("CI"):
+        # Outside CI, do not start a multi-minute Go build from a plain `pytest` run.
+        pytest.skip(
+            "control plane not built: run tests/kube/ci.sh or "
+            "`python -m tests.kube.localkube build` (CI=true builds it here)"
+        )
     cfg = Config()
     reuse = _running(cfg)
     if not reuse:

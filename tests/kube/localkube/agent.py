@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from . import dns, network, provisioner
+from . import dns, logserver, network, provisioner
 from .api import Api, ApiError
 from .config import Config
-from .node import Nodes
+from .node import Nodes, kubelet_port
 from .pods import PodWorker
 
 Obj = dict[str, Any]
@@ -78,6 +80,8 @@ class Agent:
         network.ensure_bridge(self.cfg)
         provisioner.ensure_storage_class(self.api)
         self.nodes.register()
+        for i in range(1, self.cfg.nodes + 1):
+            logserver.serve(self.cfg, kubelet_port(i), self._log_lookup)
         loops: list[tuple[str, Callable[[], None]]] = [
             ("heartbeat", self._heartbeat_loop),
             ("pods", lambda: self._watch("/api/v1/pods", self._on_pod, self._pods_synced)),
@@ -155,8 +159,9 @@ class Agent:
             return
         worker = self.workers.get(uid)
         if kind == "DELETED":
-            if worker is not None:
+            if worker is not None and uid not in self._finalizing:
                 worker.request_stop(0)
+                threading.Thread(target=self._forget, args=(worker,), daemon=True).start()
             return
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
@@ -200,9 +205,26 @@ class Agent:
                 print(f"final delete of {meta['name']} failed: {e}", file=sys.stderr, flush=True)
         with self.lock:
             self._finalizing.discard(meta["uid"])
-            if worker is not None and self.workers.get(meta["uid"]) is worker:
-                del self.workers[meta["uid"]]
+        if worker is not None:
+            self._forget(worker)
+
+    def _forget(self, worker: PodWorker) -> None:
+        """After the pod is gone for good: drop its files and free its address."""
+        worker.finished.wait()
+        shutil.rmtree(worker.dir, ignore_errors=True)
+        with self.lock:
+            if self.workers.get(worker.uid) is worker:
+                del self.workers[worker.uid]
                 self.ips.give_back(worker.pod_ip)
+
+    def _log_lookup(self, namespace: str, name: str) -> tuple[Path, Callable[[], bool]] | None:
+        """Where the logs of a pod are, and whether it still runs (for kubectl logs -f)."""
+        with self.lock:
+            matches = [w for w in self.workers.values() if w.key == f"{namespace}/{name}"]
+        if not matches:
+            return None
+        worker = next((w for w in matches if not w.finished.is_set()), matches[-1])
+        return worker.dir, lambda: not worker.finished.is_set()
 
     def _on_service(self, kind: str, svc: Obj) -> None:
         uid = svc["metadata"]["uid"]

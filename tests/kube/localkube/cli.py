@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the cluster and remove everything it created")
     sub.add_parser("status", help="show which processes are running")
     sub.add_parser("build", help="only build (or locate) the control-plane binaries")
+    inst = sub.add_parser("install-image", help="install a project version as flotilla-*:TAG")
+    inst.add_argument("tag")
+    inst.add_argument("--source", help="git ref or directory (default: the working tree)")
     agent = sub.add_parser("agent", help="run the local kubelet in the foreground")
     agent.add_argument("--version", default="v0.0.0")
     args = parser.parse_args(argv)
@@ -152,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         return status(cfg)
     elif args.command == "build":
         print(build())
+    elif args.command == "install-image":
+        from .install import install_image
+
+        print(install_image(args.tag, args.source))
     elif args.command == "agent":
         from .agent import main as agent_main
 

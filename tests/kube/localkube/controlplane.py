@@ -52,6 +52,9 @@ def apiserver_argv(cfg: Config, bindir: Path) -> list[str]:
         f"--client-ca-file={pki.ca_cert}",
         f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
         f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+        f"--kubelet-certificate-authority={pki.ca_cert}",
+        # Node names are not resolvable: reach the local kubelet at its InternalIP.
+        "--kubelet-preferred-address-types=InternalIP",
         f"--service-account-key-file={cfg.pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki.key('sa')}",
         f"--service-account-issuer=https://kubernetes.default.svc.{cfg.cluster_domain}",

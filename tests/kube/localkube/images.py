@@ -3,12 +3,15 @@
 There is no container runtime: an "image" is a rule saying which local program plays
 that image. A rule matches the image repository (glob) and tag (glob) and gives, like
 an OCI image config, an entrypoint, a default cmd, environment, and directories to put
-first on PATH. ``{tag}``, ``{python}``, ``{repo}`` and ``{cache}`` are substituted, so
+first on PATH. ``{tag}``, ``{python}`` (this interpreter), ``{python_bin}`` (its
+directory), ``{repo}`` and ``{cache}`` (``~/.cache/flotilla``) are substituted, so
 one rule such as ``flotilla-node:*`` -> ``{cache}/images/flotilla/{tag}/bin`` serves every
 installed version and a rolling upgrade really switches the code that runs.
 
-Rules come from a YAML or JSON file (``$FLOTILLA_KUBE_IMAGES``, default
-``tests/kube/images.yaml``) ahead of the built-in ones below.
+Rules are read when a container starts, first match wins, from: ``images.yaml`` in
+the cluster's state directory (rules added while the cluster runs, e.g. by a test),
+then ``$FLOTILLA_KUBE_IMAGES`` (default ``tests/kube/images.yaml``, YAML or JSON),
+then the built-in rules below.
 """
 
 from __future__ import annotations
@@ -97,16 +100,20 @@ def split_image(image: str) -> tuple[str, str]:
     return ref, "latest"
 
 
-def load_rules(path: Path | None = None) -> list[ImageRule]:
-    """File rules (if the file exists) first, then built-ins."""
-    if path is None:
-        path = Path(os.environ.get("FLOTILLA_KUBE_IMAGES", DEFAULT_FILE))
-    rules: list[ImageRule] = []
-    if path.exists():
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        rules = [ImageRule.from_dict(d) for d in (data or {}).get("images", [])]
-    return rules + BUILTIN
+def read_rules(path: Path) -> list[ImageRule]:
+    """The rules of one YAML/JSON file (``{"images": [...]}``); none if it does not exist."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return [ImageRule.from_dict(d) for d in (data or {}).get("images", [])]
+
+
+def load_rules(runtime_file: Path | None = None) -> list[ImageRule]:
+    """Runtime rules, then the configured file, then built-ins."""
+    configured = Path(os.environ.get("FLOTILLA_KUBE_IMAGES", DEFAULT_FILE))
+    runtime = read_rules(runtime_file) if runtime_file is not None else []
+    return runtime + read_rules(configured) + BUILTIN
 
 
 def _matches(rule: ImageRule, repo: str, tag: str) -> bool:
@@ -134,6 +141,7 @@ def resolve(
     subst = {
         "tag": tag,
         "python": sys.executable,
+        "python_bin": str(Path(sys.executable).parent),
         "repo": str(REPO_ROOT),
         "cache": str(cache_root()),
     }

@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -125,7 +124,7 @@ class PodWorker(threading.Thread):
         self._message: tuple[str, str] | None = None  # (reason, message) while Pending
         self._volumes: dict[str, Path] | None = None
         self._start_time = now_iso()
-        self.rules = images.load_rules()
+        self.rules = images.load_rules(cfg.state / "images.yaml")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -141,8 +140,8 @@ class PodWorker(threading.Thread):
             print(f"pod {self.key}: worker failed: {e!r}", file=sys.stderr, flush=True)
             self._kill_all(0)
         finally:
+            # The pod directory (logs, emptyDirs) stays until the pod object is deleted.
             network.delete_pod_netns(self.netns)
-            shutil.rmtree(self.dir, ignore_errors=True)
             self.finished.set()
 
     def _run(self) -> None:

@@ -57,6 +57,7 @@ class Handler(BaseHTTPRequestHandler):
                 "pod_ip": os.environ.get("POD_IP"),
                 "namespace": os.environ.get("POD_NAMESPACE"),
                 "image_tag": os.environ.get("IMAGE_TAG"),
+                "code_version": os.environ.get("CODE_VERSION"),
                 "pid": os.getpid(),
                 "argv": sys.argv,
             }

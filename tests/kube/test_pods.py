@@ -1,0 +1,143 @@
+"""Pod lifecycle on the local kubelet: restart policy, probes, termination, logs."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kube.kubectl import apply, get, get_or_none, kubectl, pod_ready, wait_for
+
+pytestmark = pytest.mark.kube
+Obj = dict[str, Any]
+
+
+def shell_pod(name: str, script: str, restart: str = "Always", **container: Any) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 3,
+            "containers": [
+                {"name": "main", "image": "busybox", "command": ["sh", "-c", script], **container}
+            ],
+        },
+    }
+
+
+def ready_pod(ns: str, name: str) -> Obj | None:
+    pod = get_or_none("pod", name, ns)
+    return pod if pod is not None and pod_ready(pod) else None
+
+
+def container_status(ns: str, name: str) -> Obj:
+    return dict(get("pod", name, ns)["status"]["containerStatuses"][0])
+
+
+def test_restart_policies(namespace: str) -> None:
+    apply(
+        [
+            shell_pod("always", "exit 1", "Always"),
+            shell_pod("onfailure", "exit 0", "OnFailure"),
+            shell_pod("never", "exit 3", "Never"),
+        ],
+        namespace,
+    )
+    wait_for(
+        "pod 'always' to be restarted twice",
+        lambda: container_status(namespace, "always")["restartCount"] >= 2,
+    )
+    succeeded = wait_for(
+        "pod 'onfailure' to succeed",
+        lambda: (p := get("pod", "onfailure", namespace))["status"]["phase"] == "Succeeded" and p,
+    )
+    assert succeeded["status"]["containerStatuses"][0]["restartCount"] == 0
+    failed = wait_for(
+        "pod 'never' to fail",
+        lambda: (p := get("pod", "never", namespace))["status"]["phase"] == "Failed" and p,
+    )
+    state = failed["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert state["exitCode"] == 3 and state["reason"] == "Error"
+
+
+def test_failing_liveness_probe_restarts_container(namespace: str) -> None:
+    probe = {"exec": {"command": ["test", "-e", "/nonexistent"]}, "periodSeconds": 1}
+    apply([shell_pod("unhealthy", "exec sleep 1000", livenessProbe=probe)], namespace)
+    status = wait_for(
+        "the liveness probe to restart the container",
+        lambda: (s := container_status(namespace, "unhealthy"))["restartCount"] >= 1 and s,
+        timeout=60,
+    )
+    assert status["lastState"]["terminated"]["exitCode"] in (137, 143)
+
+
+def test_exec_readiness_probe_follows_a_file(namespace: str) -> None:
+    flag = f"/tmp/{namespace}-ready"
+    probe = {"exec": {"command": ["test", "-e", flag]}, "periodSeconds": 1}
+    apply([shell_pod("gated", "exec sleep 1000", readinessProbe=probe)], namespace)
+    wait_for(
+        "pod 'gated' to run",
+        lambda: get("pod", "gated", namespace)["status"].get("phase") == "Running",
+    )
+    assert not pod_ready(get("pod", "gated", namespace))
+    Path(flag).touch()
+    try:
+        wait_for("pod 'gated' to become Ready", lambda: pod_ready(get("pod", "gated", namespace)))
+    finally:
+        Path(flag).unlink()
+
+
+def test_graceful_termination_sigterm_then_sigkill(namespace: str) -> None:
+    apply(
+        [
+            shell_pod("polite", "trap 'exit 0' TERM; while true; do sleep 0.1; done"),
+            shell_pod("stubborn", "trap '' TERM; while true; do sleep 0.1; done"),
+        ],
+        namespace,
+    )
+    for name in ("polite", "stubborn"):
+        wait_for(f"{name} to be ready", partial(ready_pod, namespace, name))
+    start = time.monotonic()
+    kubectl("delete", "pod", "polite", "stubborn", "-n", namespace, "--wait=false")
+    wait_for("polite to go", lambda: get_or_none("pod", "polite", namespace) is None, timeout=10)
+    polite = time.monotonic() - start
+    wait_for("stubborn to go", lambda: get_or_none("pod", "stubborn", namespace) is None)
+    stubborn = time.monotonic() - start
+    assert polite < 2.5, f"a pod that exits on SIGTERM took {polite:.1f}s"
+    assert stubborn >= 3, f"a pod ignoring SIGTERM went after {stubborn:.1f}s, before its grace"
+
+
+def test_kubectl_logs(namespace: str) -> None:
+    apply([shell_pod("talker", "echo hello from $HOSTNAME; exec sleep 1000")], namespace)
+    wait_for(
+        "kubectl logs to show the output",
+        lambda: "hello from talker" in kubectl("logs", "talker", "-n", namespace, check=False),
+    )
+
+
+def test_downward_api_and_config_env(namespace: str) -> None:
+    kubectl("create", "configmap", "settings", "--from-literal=mode=fast", "-n", namespace)
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {
+            "name": "MODE",
+            "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+        },
+        {"name": "GREETING", "value": "$(POD_NAME) in $(NS)"},
+    ]
+    script = 'echo "env: $POD_NAME $POD_IP $NS $MODE / $GREETING"; exec sleep 1000'
+    apply([shell_pod("envy", script, env=env)], namespace)
+    pod = wait_for("pod 'envy' to be ready", partial(ready_pod, namespace, "envy"))
+    ip = pod["status"]["podIP"]
+    expected = f"env: envy {ip} {namespace} fast / envy in {namespace}"
+    wait_for(
+        f"the log to show {expected!r}",
+        lambda: expected in kubectl("logs", "envy", "-n", namespace, check=False),
+    )
