@@ -16,6 +16,10 @@ version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' go.mod)
 cache_root="${FLOTILLA_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flotilla/kube}"
 out="$cache_root/$version"
 commands=(kube-apiserver kube-controller-manager kube-scheduler)
+# kubectl normally comes with the machine; build the matching one if it does not.
+if [ -n "${FLOTILLA_KUBE_BUILD_KUBECTL:-}" ] || ! command -v kubectl >/dev/null; then
+  commands+=(kubectl)
+fi
 
 have_all=1
 for c in "${commands[@]}"; do [ -x "$out/bin/$c" ] || have_all=0; done
@@ -34,9 +38,10 @@ done
 
 tmp="$out.tmp.$$"
 rm -rf "$tmp"; mkdir -p "$tmp/bin"
+[ -d "$out/bin" ] && cp -a "$out/bin/." "$tmp/bin/"  # keep binaries a rebuild will replace
 trap 'rm -rf "$tmp"' EXIT
 start=$SECONDS
-echo "building Kubernetes $version control plane into $out (first run only; ~15-25 min on 2 cores)" >&2
+echo "building Kubernetes $version control plane into $out (first run only; ~5-10 min on 2 cores)" >&2
 go mod download
 CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" \
   "${commands[@]/#/k8s.io/kubernetes/cmd/}"
