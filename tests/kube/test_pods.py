@@ -141,3 +141,31 @@ def test_downward_api_and_config_env(namespace: str) -> None:
         f"the log to show {expected!r}",
         lambda: expected in kubectl("logs", "envy", "-n", namespace, check=False),
     )
+
+
+IN_CLUSTER_CLIENT = """
+import json, os, ssl, urllib.request
+d = "/var/run/secrets/kubernetes.io/serviceaccount"
+host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+req = urllib.request.Request(
+    f"https://{host}:{port}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+    data=json.dumps(review).encode(),
+    headers={"Authorization": "Bearer " + open(d + "/token").read(),
+             "Content-Type": "application/json"},
+)
+ctx = ssl.create_default_context(cafile=d + "/ca.crt")
+user = json.load(urllib.request.urlopen(req, context=ctx))["status"]["userInfo"]["username"]
+print("in-cluster user:", user, "namespace:", open(d + "/namespace").read(), flush=True)
+"""
+
+
+def test_pods_reach_the_apiserver_with_their_service_account(namespace: str) -> None:
+    pod = shell_pod("incluster", 'python3 -c "$CLIENT" && exec sleep 1000')
+    pod["spec"]["containers"][0]["env"] = [{"name": "CLIENT", "value": IN_CLUSTER_CLIENT}]
+    apply([pod], namespace)
+    expected = f"in-cluster user: system:serviceaccount:{namespace}:default namespace: {namespace}"
+    wait_for(
+        "the pod to authenticate to the apiserver with its token",
+        lambda: expected in kubectl("logs", "incluster", "-n", namespace, check=False),
+    )

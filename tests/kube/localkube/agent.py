@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import dns, logserver, network, provisioner
+from . import apiproxy, dns, logserver, network, provisioner
 from .api import Api, ApiError
 from .config import Config
 from .node import Nodes, kubelet_port
@@ -78,6 +78,9 @@ class Agent:
     def run(self) -> None:
         self.sweep_stale()
         network.ensure_bridge(self.cfg)
+        apiproxy.start(
+            (self.cfg.bridge_ip, self.cfg.api_proxy_port), ("127.0.0.1", self.cfg.apiserver_port)
+        )
         provisioner.ensure_storage_class(self.api)
         self.nodes.register()
         for i in range(1, self.cfg.nodes + 1):

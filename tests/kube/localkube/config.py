@@ -35,6 +35,8 @@ class Config:
     pod_prefix_len: int = 16
     netns_prefix: str = "flk-"
     service_cidr: str = "10.96.0.0/16"
+    # Pods reach the apiserver at bridge_ip:api_proxy_port (see apiproxy.py).
+    api_proxy_port: int = 443
     cluster_domain: str = "cluster.local"
 
     @property

@@ -234,6 +234,11 @@ class PodWorker(threading.Thread):
             "HOME": "/root",
             "HOSTNAME": self.hostname,
             "PYTHONUNBUFFERED": "1",
+            # What kubelet injects for the "kubernetes" Service; in-cluster clients use it.
+            "KUBERNETES_SERVICE_HOST": self.cfg.bridge_ip,
+            "KUBERNETES_SERVICE_PORT": str(self.cfg.api_proxy_port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(self.cfg.api_proxy_port),
+            "KUBERNETES_PORT": f"tcp://{self.cfg.bridge_ip}:{self.cfg.api_proxy_port}",
             **resolved.env,
         }
         try:
