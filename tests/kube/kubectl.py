@@ -28,6 +28,16 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
+def kubectl_error(*args: str, stdin: str | None = None) -> str:
+    """Run kubectl expecting it to fail; return its error output."""
+    proc = subprocess.run(
+        ["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode == 0:
+        raise AssertionError(f"kubectl {' '.join(args)} succeeded but should fail: {proc.stdout}")
+    return proc.stderr
+
+
 def apply(manifests: list[Obj], namespace: str) -> None:
     doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
     kubectl("apply", "-n", namespace, "-f", "-", stdin=doc)

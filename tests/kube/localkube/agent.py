@@ -87,8 +87,11 @@ class Agent:
             logserver.serve(self.cfg, kubelet_port(i), self._log_lookup)
         loops: list[tuple[str, Callable[[], None]]] = [
             ("heartbeat", self._heartbeat_loop),
-            ("pods", lambda: self._watch("/api/v1/pods", self._on_pod, self._pods_synced)),
-            ("services", lambda: self._watch("/api/v1/services", self._on_service)),
+            ("pods", lambda: self._watch("/api/v1/pods", self._on_pod, self._drop_unseen)),
+            (
+                "services",
+                lambda: self._watch("/api/v1/services", self._on_service, self._drop_services),
+            ),
             ("pvcs", lambda: self._watch("/api/v1/persistentvolumeclaims", self._on_pvc)),
             ("pvs", lambda: self._watch("/api/v1/persistentvolumes", self._on_pv)),
         ]
@@ -132,21 +135,23 @@ class Agent:
         self,
         path: str,
         handler: Callable[[str, Obj], None],
-        synced: Callable[[], None] | None = None,
+        on_sync: Callable[[set[str]], None] | None = None,
     ) -> None:
-        seen: set[str] = set()
+        """Feed watch events to ``handler``; after each (re-)list, tell ``on_sync`` which
+        uids exist, so state about objects deleted while not watching can go."""
+        listed: set[str] = set()
         for kind, obj in self.api.watch(path, stop=self.stopping.is_set):
-            if kind == "SYNCED":
-                if synced is not None:
-                    synced_uids = set(seen)
-                    seen.clear()
+            if kind == "RESET":
+                listed = set()
+            elif kind == "SYNCED":
+                if on_sync is not None:
                     with self.lock:
-                        self._drop_unseen(synced_uids)
-                continue
-            if kind == "ADDED":
-                seen.add(obj["metadata"].get("uid", ""))
-            with self.lock:
-                handler(kind, obj)
+                        on_sync(listed)
+            else:
+                if kind == "ADDED":
+                    listed.add(obj["metadata"]["uid"])
+                with self.lock:
+                    handler(kind, obj)
 
     # -- handlers (called with the lock held) -----------------------------------------
 
@@ -181,14 +186,12 @@ class Agent:
             self.workers[uid] = worker
             worker.start()
 
-    def _pods_synced(self) -> None:
-        """Nothing to do: the set of pods is reconciled in ``_drop_unseen``."""
-
     def _drop_unseen(self, listed: set[str]) -> None:
-        """After a re-list, pods we run that no longer exist are stopped."""
+        """After a re-list, pods we run that no longer exist are stopped and forgotten."""
         for uid, worker in list(self.workers.items()):
-            if uid not in listed:
+            if uid not in listed and uid not in self._finalizing:
                 worker.request_stop(0)
+                threading.Thread(target=self._forget, args=(worker,), daemon=True).start()
         for uid in list(self.pods):
             if uid not in listed:
                 del self.pods[uid]
@@ -228,6 +231,11 @@ class Agent:
             return None
         worker = next((w for w in matches if not w.finished.is_set()), matches[-1])
         return worker.dir, lambda: not worker.finished.is_set()
+
+    def _drop_services(self, listed: set[str]) -> None:
+        for uid in set(self.services) - listed:
+            del self.services[uid]
+        self._refresh_hosts()
 
     def _on_service(self, kind: str, svc: Obj) -> None:
         uid = svc["metadata"]["uid"]

@@ -102,9 +102,10 @@ class Api:
     ) -> Iterator[tuple[str, Obj]]:
         """List then watch ``path`` forever, yielding (event type, object).
 
-        Starts with a synthetic ADDED per listed object and a "SYNCED" marker, then
-        follows the watch from the list's resourceVersion; re-lists when the watch
-        expires (410 Gone) or the connection drops.
+        Each (re-)list is framed as ("RESET", {}), one ADDED per listed object, then
+        ("SYNCED", {}); after that it follows the watch from the list's resourceVersion.
+        It re-lists when the watch expires (410 Gone) or fails, so a consumer that keeps
+        state should treat what was not listed between RESET and SYNCED as deleted.
         """
         params = dict(params or {})
         while not stop():
@@ -113,6 +114,7 @@ class Api:
             except (requests.RequestException, ApiError):
                 stop_wait(stop, 1.0)
                 continue
+            yield "RESET", {}
             for item in listed.get("items", []):
                 yield "ADDED", item
             yield "SYNCED", {}
