@@ -257,7 +257,7 @@ def test_pod_whose_probe_never_passes_is_never_ready(namespace: str, cluster: Co
         return p if p and p["status"].get("phase") == "Running" else None
 
     pod = wait_for("broken-0 to be Running", running, timeout=60)
-    info(pod)  # the server itself answers
+    wait_for("the server itself to answer", partial(info, pod), timeout=30)
     log = cluster.pods / pod["metadata"]["uid"] / "server.log"
 
     def failed_probes() -> int:
