@@ -250,11 +250,15 @@ class Agent:
         recs = dns.records(self.pods.values(), self.services.values(), self.cfg.cluster_domain)
         for worker in self.workers.values():
             etc = network.NETNS_ETC / worker.netns / "hosts"
-            if worker.finished.is_set() or not etc.exists():
+            # A stopping pod's files are being removed: do not write them back.
+            if worker.stop_grace is not None or worker.finished.is_set() or not etc.exists():
                 continue
             content = network.hosts_header(worker.pod_ip, worker.hostname, worker.fqdn)
             content += "\n".join(dns.hosts_lines(recs, worker.pod["metadata"]["namespace"]))
-            network.write_in_place(etc, content + "\n")
+            try:
+                network.write_in_place(etc, content + "\n")
+            except OSError as e:  # raced with the pod going away
+                print(f"hosts file of {worker.key}: {e}", file=sys.stderr, flush=True)
 
     def _on_pvc(self, kind: str, pvc: Obj) -> None:
         if kind != "DELETED":

@@ -9,6 +9,7 @@ bind-mounts over ``/etc/hosts`` for every process started in that namespace.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,11 +81,7 @@ def delete_pod_netns(ns: str) -> None:
     """Remove the namespace (its veth pair goes with it) and its /etc/netns files."""
     if (NETNS_RUN / ns).exists():
         ip("netns", "del", ns, check=False)
-    etc = NETNS_ETC / ns
-    if etc.exists():
-        for f in etc.iterdir():
-            f.unlink()
-        etc.rmdir()
+    shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
 
 
 def our_namespaces(cfg: Config) -> list[str]:

@@ -141,8 +141,10 @@ class PodWorker(threading.Thread):
             self._kill_all(0)
         finally:
             # The pod directory (logs, emptyDirs) stays until the pod object is deleted.
-            network.delete_pod_netns(self.netns)
-            self.finished.set()
+            try:
+                network.delete_pod_netns(self.netns)
+            finally:
+                self.finished.set()
 
     def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
