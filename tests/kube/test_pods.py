@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.kube.kubectl import apply, get, get_or_none, kubectl, pod_ready, wait_for
+from tests.kube.kubectl import apply, get, get_or_none, http, kubectl, pod_ready, wait_for
 
 pytestmark = pytest.mark.kube
 Obj = dict[str, Any]
@@ -168,4 +168,31 @@ def test_pods_reach_the_apiserver_with_their_service_account(namespace: str) -> 
     wait_for(
         "the pod to authenticate to the apiserver with its token",
         lambda: expected in kubectl("logs", "incluster", "-n", namespace, check=False),
+    )
+
+
+def test_grpc_readiness_probe(namespace: str) -> None:
+    pytest.importorskip("grpc")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "grpc"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "server",
+                    "image": "flotilla-test/httpserver:1",
+                    "env": [{"name": "GRPC_PORT", "value": "9090"}],
+                    "readinessProbe": {"grpc": {"port": 9090}, "periodSeconds": 1},
+                }
+            ]
+        },
+    }
+    apply([pod], namespace)
+    ready = wait_for("the gRPC health check to pass", partial(ready_pod, namespace, "grpc"))
+    http(f"http://{ready['status']['podIP']}:8080/ready/off", "POST")
+    wait_for(
+        "the gRPC health check to fail",
+        lambda: not pod_ready(get("pod", "grpc", namespace)),
+        timeout=30,
     )

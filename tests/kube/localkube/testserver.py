@@ -9,7 +9,8 @@ Stdlib only, so it runs with any Python. Endpoints:
 - ``GET /fetch?url=U``       fetch U from inside the pod (proves DNS + pod-to-pod)
 - ``GET|PUT /data/NAME``     read/write a file under ``$DATA_DIR`` (a PVC in tests)
 
-Listens on ``$PORT`` (default 8080); exits cleanly on SIGTERM.
+Listens on ``$PORT`` (default 8080); exits cleanly on SIGTERM. With ``$GRPC_PORT``
+set (and grpcio installed) it also serves grpc.health.v1 Check, following readiness.
 """
 
 from __future__ import annotations
@@ -102,6 +103,25 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
+def serve_grpc_health(port: int) -> object:
+    """grpc.health.v1.Health/Check with hand-encoded messages (SERVING=1, NOT_SERVING=2)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    def check(request: bytes, context: object) -> bytes:
+        return b"\x08\x01" if READY.is_set() else b"\x08\x02"
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    handler = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"0.0.0.0:{port}")
+    server.start()
+    return server
+
+
 def main() -> None:
     server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler)
     server.daemon_threads = True
@@ -110,8 +130,13 @@ def main() -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_term)
+    grpc_server = None
+    if os.environ.get("GRPC_PORT"):
+        grpc_server = serve_grpc_health(int(os.environ["GRPC_PORT"]))
     print(f"listening on {server.server_address}", flush=True)
     server.serve_forever()
+    if grpc_server is not None:
+        grpc_server.stop(0)  # type: ignore[attr-defined]
     print("terminated", flush=True)
 
 
