@@ -196,3 +196,47 @@ def test_grpc_readiness_probe(namespace: str) -> None:
         lambda: not pod_ready(get("pod", "grpc", namespace)),
         timeout=30,
     )
+
+
+def test_init_containers_and_shared_empty_dir(namespace: str) -> None:
+    def pod(name: str, init_script: str) -> Obj:
+        mount = [{"name": "work", "mountPath": "/work-shared"}]
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "initContainers": [
+                    {
+                        "name": "init",
+                        "image": "busybox",
+                        "command": ["sh", "-c", init_script],
+                        "volumeMounts": mount,
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        "command": ["sh", "-c", "cat /work-shared/token"],
+                        "volumeMounts": mount,
+                    }
+                ],
+            },
+        }
+
+    apply([pod("good", "echo init-was-here > /work-shared/token"), pod("bad", "exit 7")], namespace)
+    wait_for(
+        "pod 'good' to succeed",
+        lambda: get("pod", "good", namespace)["status"].get("phase") == "Succeeded",
+    )
+    assert "init-was-here" in kubectl("logs", "good", "-c", "main", "-n", namespace)
+    failed = wait_for(
+        "pod 'bad' to fail in its init container",
+        lambda: (p := get("pod", "bad", namespace))["status"].get("phase") == "Failed" and p,
+    )
+    init = failed["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    assert init["exitCode"] == 7
+    assert "running" not in failed["status"]["containerStatuses"][0]["state"]

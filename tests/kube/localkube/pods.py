@@ -161,7 +161,11 @@ class PodWorker(threading.Thread):
         self._report()
 
     def _terminal(self) -> bool:
-        return all(c.done for c in self.containers) and bool(self.containers)
+        return self._phase() in ("Succeeded", "Failed")
+
+    def _init_failed(self) -> bool:
+        """An init container failed for good (it is not restarted under Never)."""
+        return any(c.done and c.state.get("terminated", {}).get("exitCode") for c in self.inits)
 
     # -- one step of the control loop ------------------------------------------------
 
@@ -176,6 +180,8 @@ class PodWorker(threading.Thread):
                 self._message = ("ContainerCreating", str(e))
                 time.sleep(0.5)
                 return
+        if self._init_failed():
+            return
         pending_init = next((c for c in self.inits if not c.done), None)
         if pending_init is not None:
             self._drive(pending_init)
@@ -204,9 +210,7 @@ class PodWorker(threading.Thread):
             if c.startup.due(now):
                 ok = probes.run_probe(c.startup.probe or {}, c.spec, self.pod_ip, self.netns)
                 c.startup.record(ok, now)
-                if not ok and c.startup._failures >= int(
-                    (c.startup.probe or {}).get("failureThreshold", 3)
-                ):
+                if c.startup.exhausted:
                     self._stop_container(c, self._grace())
             return
         if c.liveness.due(now):
@@ -359,11 +363,10 @@ class PodWorker(threading.Thread):
 
     def _phase(self) -> str:
         cs = self.containers
-        if self.inits and not all(c.done for c in self.inits):
-            failed_init = any(
-                c.done and c.state.get("terminated", {}).get("exitCode") for c in self.inits
-            )
-            return "Failed" if failed_init else "Pending"
+        if self._init_failed():
+            return "Failed"
+        if not all(c.done for c in self.inits):
+            return "Pending"
         if all(c.done for c in cs):
             codes = [c.state.get("terminated", {}).get("exitCode", 0) for c in cs]
             return "Succeeded" if all(code == 0 for code in codes) else "Failed"

@@ -99,6 +99,13 @@ class ProbeState:
         delay = float(self.probe.get("initialDelaySeconds", 0)) if self.probe else 0.0
         self._next = started_at + delay
 
+    @property
+    def exhausted(self) -> bool:
+        """As many consecutive failures as the probe tolerates (a startup probe gives up)."""
+        return self.probe is not None and self._failures >= int(
+            self.probe.get("failureThreshold", 3)
+        )
+
     def due(self, now: float) -> bool:
         return self.probe is not None and now >= self._next
 
