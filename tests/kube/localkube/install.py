@@ -39,11 +39,15 @@ def install_image(tag: str, source: str | None = None) -> Path:
                 check=True,
                 capture_output=True,
             ).stdout
-            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-            src = Path(tmp)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(dest)], check=True)
+            src = Path(tmp) / "src"
+            src.mkdir()
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        # Run outside the checkout: its top-level "operator" directory would shadow
+        # the stdlib module of that name for `python -m` started there.
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(dest)], check=True, cwd=tmp)
         subprocess.run(
             [str(dest / "bin" / "python"), "-m", "pip", "install", "--quiet", str(src)],
             check=True,
+            cwd=tmp,
         )
     return dest
