@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.kube.kubectl import apply, get, get_or_none, http, kubectl, pod_ready, wait_for
+from tests.kube.kubectl import (
+    apply,
+    get,
+    get_or_none,
+    http,
+    kubectl,
+    pod_exec,
+    pod_ready,
+    wait_for,
+)
 from tests.kube.localkube.config import Config
 
 pytestmark = pytest.mark.kube
@@ -148,6 +157,10 @@ def test_pods_reach_each_other_by_dns_name(namespace: str) -> None:
 
         seen = wait_for(f"web-0 to fetch {url}", fetch, timeout=30)
         assert seen["pod_name"] == name.split(".")[0]
+    # The names resolve with the system resolver inside the pod, too.
+    web1 = f"web-1.web.{namespace}.svc.cluster.local"
+    assert pods[1]["status"]["podIP"] in pod_exec(namespace, "web-0", "getent", "hosts", web1)
+    assert pod_exec(namespace, "web-2", "hostname").strip() == "web-2"
 
 
 def test_pvc_data_survives_pod_deletion(namespace: str) -> None:
@@ -165,6 +178,8 @@ def test_pvc_data_survives_pod_deletion(namespace: str) -> None:
 
     new = wait_for("web-0 to be recreated and Ready", replaced, timeout=60)
     assert http(f"http://{new['status']['podIP']}:8080/data/greeting") == "hello, raft"
+    # Inside the container the claim is mounted at its mountPath.
+    assert pod_exec(namespace, "web-0", "cat", "/var/lib/flotilla-test/greeting") == "hello, raft"
 
 
 def test_scale_adds_and_removes_pods(namespace: str) -> None:

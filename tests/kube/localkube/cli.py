@@ -133,6 +133,26 @@ def status(cfg: Config) -> int:
     return 1
 
 
+def exec_in(cfg: Config, namespace: str, pod: str, container: str | None, cmd: list[str]) -> int:
+    """Run ``cmd`` in a running container's namespaces (what ``kubectl exec`` would do).
+
+    Joins the container's network, UTS and mount namespaces (so its hostname, hosts
+    file and volume mounts apply) with its environment, and returns the exit status.
+    """
+    obj = Api(cfg).get(f"/api/v1/namespaces/{namespace}/pods/{pod}")
+    name = container or obj["spec"]["containers"][0]["name"]
+    pod_dir = cfg.pods / obj["metadata"]["uid"]
+    try:
+        pid = int((pod_dir / f"{name}.pid").read_text())
+    except (OSError, ValueError):
+        sys.exit(f"container {name} of {namespace}/{pod} has not started here")
+    if not procs.alive(pid):
+        sys.exit(f"container {name} of {namespace}/{pod} is not running")
+    env = json.loads((pod_dir / f"{name}.json").read_text())["env"]
+    argv = ["nsenter", "-t", str(pid), "-n", "-u", "-m", "--", *cmd]
+    return subprocess.run(argv, env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.kube.localkube")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     inst = sub.add_parser("install-image", help="install a project version as flotilla-*:TAG")
     inst.add_argument("tag")
     inst.add_argument("--source", help="git ref or directory (default: the working tree)")
+    ex = sub.add_parser("exec", help="run a command in a container: exec NS POD [-c C] -- CMD")
+    ex.add_argument("namespace")
+    ex.add_argument("pod")
+    ex.add_argument("-c", "--container")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
     agent = sub.add_parser("agent", help="run the local kubelet in the foreground")
     agent.add_argument("--version", default="v0.0.0")
     args = parser.parse_args(argv)
@@ -159,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         from .install import install_image
 
         print(install_image(args.tag, args.source))
+    elif args.command == "exec":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        return exec_in(cfg, args.namespace, args.pod, args.container, cmd)
     elif args.command == "agent":
         from .agent import main as agent_main
 

@@ -278,6 +278,8 @@ class PodWorker(threading.Thread):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # For `localkube exec`: the process whose namespaces a command should join.
+        (self.dir / f"{c.name}.pid").write_text(f"{c.proc.pid}\n")
         c.image_id = resolved.image_id
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
