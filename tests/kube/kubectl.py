@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-from tests.kube.localkube.config import REPO_ROOT
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -98,19 +95,9 @@ def http(url: str, method: str = "GET", data: bytes | None = None, timeout: floa
 
 
 def pod_exec(namespace: str, pod: str, *cmd: str, container: str | None = None) -> str:
-    """Run a command inside a pod's container and return its stdout.
-
-    The local kubelet does not serve ``kubectl exec``; ``localkube exec`` joins the
-    container's namespaces from the host instead.
-    """
-    args = [sys.executable, "-m", "tests.kube.localkube", "exec", namespace, pod]
-    args += ["-c", container] if container else []
-    proc = subprocess.run(
-        [*args, "--", *cmd], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"exec {cmd} in {namespace}/{pod} failed: {proc.stderr}")
-    return proc.stdout
+    """``kubectl exec`` a command in a pod's container and return its stdout."""
+    args = ["exec", "-n", namespace, pod] + (["-c", container] if container else [])
+    return kubectl(*args, "--", *cmd)
 
 
 def pod_ready(pod: Obj) -> bool:

@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from tests.kube.kubectl import apply, get, get_or_none, http, kubectl, pod_ready, wait_for
+from tests.kube.kubectl import (
+    apply,
+    get,
+    get_or_none,
+    http,
+    kubectl,
+    kubectl_error,
+    pod_ready,
+    wait_for,
+)
 
 pytestmark = pytest.mark.kube
 Obj = dict[str, Any]
@@ -240,3 +249,15 @@ def test_init_containers_and_shared_empty_dir(namespace: str) -> None:
     init = failed["status"]["initContainerStatuses"][0]["state"]["terminated"]
     assert init["exitCode"] == 7
     assert "running" not in failed["status"]["containerStatuses"][0]["state"]
+
+
+def test_kubectl_exec(namespace: str) -> None:
+    apply([shell_pod("target", "exec sleep 1000")], namespace)
+    wait_for("pod 'target' to be ready", partial(ready_pod, namespace, "target"))
+    assert kubectl("exec", "-n", namespace, "target", "--", "hostname").strip() == "target"
+    echoed = kubectl("exec", "-i", "-n", namespace, "target", "--", "cat", stdin="over stdin\n")
+    assert echoed == "over stdin\n"
+    err = kubectl_error(
+        "exec", "-n", namespace, "target", "--", "sh", "-c", "echo oops >&2; exit 3"
+    )
+    assert "oops" in err and "exit code 3" in err, err

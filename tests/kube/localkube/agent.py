@@ -15,10 +15,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from . import apiproxy, dns, logserver, network, provisioner
+from . import apiproxy, dns, kubeletapi, network, provisioner
 from .api import Api, ApiError
 from .config import Config
 from .node import Nodes, kubelet_port
@@ -84,7 +83,7 @@ class Agent:
         provisioner.ensure_storage_class(self.api)
         self.nodes.register()
         for i in range(1, self.cfg.nodes + 1):
-            logserver.serve(self.cfg, kubelet_port(i), self._log_lookup)
+            kubeletapi.serve(self.cfg, kubelet_port(i), self._kubelet_lookup)
         loops: list[tuple[str, Callable[[], None]]] = [
             ("heartbeat", self._heartbeat_loop),
             ("pods", lambda: self._watch("/api/v1/pods", self._on_pod, self._drop_unseen)),
@@ -223,14 +222,19 @@ class Agent:
                 del self.workers[worker.uid]
                 self.ips.give_back(worker.pod_ip)
 
-    def _log_lookup(self, namespace: str, name: str) -> tuple[Path, Callable[[], bool]] | None:
-        """Where the logs of a pod are, and whether it still runs (for kubectl logs -f)."""
+    def _kubelet_lookup(self, namespace: str, name: str) -> kubeletapi.Target | None:
+        """What the kubelet API needs of a pod: log directory, running processes, env."""
         with self.lock:
             matches = [w for w in self.workers.values() if w.key == f"{namespace}/{name}"]
         if not matches:
             return None
         worker = next((w for w in matches if not w.finished.is_set()), matches[-1])
-        return worker.dir, lambda: not worker.finished.is_set()
+        return kubeletapi.Target(
+            log_dir=worker.dir,
+            running=lambda: not worker.finished.is_set(),
+            pids=worker.running_pids(),
+            envs=worker.container_envs(),
+        )
 
     def _drop_services(self, listed: set[str]) -> None:
         for uid in set(self.services) - listed:

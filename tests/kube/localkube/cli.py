@@ -57,6 +57,13 @@ def nodes_ready(api: Api, names: list[str]) -> bool:
     return set(names) <= ready
 
 
+def _exists(api: Api, path: str) -> bool:
+    try:
+        return api.get_or_none(path) is not None
+    except (ApiError, OSError):
+        return False
+
+
 def up(cfg: Config) -> None:
     _check_host()
     t0 = time.monotonic()
@@ -76,6 +83,13 @@ def up(cfg: Config) -> None:
     api = Api(cfg)
     names = [cfg.node_name(i) for i in range(1, cfg.nodes + 1)]
     controlplane.wait_until("nodes", lambda: nodes_ready(api, names), 60, cfg.logs / f"{AGENT}.log")
+    # Pods cannot be created before the ServiceAccount controller made "default".
+    controlplane.wait_until(
+        "service account default/default",
+        lambda: _exists(api, "/api/v1/namespaces/default/serviceaccounts/default"),
+        30,
+        cfg.logs / "kube-controller-manager.log",
+    )
     t_ready = time.monotonic()
     print(
         f"cluster up: {len(names)} Ready nodes, Kubernetes {version} "
@@ -133,26 +147,6 @@ def status(cfg: Config) -> int:
     return 1
 
 
-def exec_in(cfg: Config, namespace: str, pod: str, container: str | None, cmd: list[str]) -> int:
-    """Run ``cmd`` in a running container's namespaces (what ``kubectl exec`` would do).
-
-    Joins the container's network, UTS and mount namespaces (so its hostname, hosts
-    file and volume mounts apply) with its environment, and returns the exit status.
-    """
-    obj = Api(cfg).get(f"/api/v1/namespaces/{namespace}/pods/{pod}")
-    name = container or obj["spec"]["containers"][0]["name"]
-    pod_dir = cfg.pods / obj["metadata"]["uid"]
-    try:
-        pid = int((pod_dir / f"{name}.pid").read_text())
-    except (OSError, ValueError):
-        sys.exit(f"container {name} of {namespace}/{pod} has not started here")
-    if not procs.alive(pid):
-        sys.exit(f"container {name} of {namespace}/{pod} is not running")
-    env = json.loads((pod_dir / f"{name}.json").read_text())["env"]
-    argv = ["nsenter", "-t", str(pid), "-n", "-u", "-m", "--", *cmd]
-    return subprocess.run(argv, env=env).returncode
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.kube.localkube")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,11 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     inst = sub.add_parser("install-image", help="install a project version as flotilla-*:TAG")
     inst.add_argument("tag")
     inst.add_argument("--source", help="git ref or directory (default: the working tree)")
-    ex = sub.add_parser("exec", help="run a command in a container: exec NS POD [-c C] -- CMD")
-    ex.add_argument("namespace")
-    ex.add_argument("pod")
-    ex.add_argument("-c", "--container")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER)
     agent = sub.add_parser("agent", help="run the local kubelet in the foreground")
     agent.add_argument("--version", default="v0.0.0")
     args = parser.parse_args(argv)
@@ -184,9 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         from .install import install_image
 
         print(install_image(args.tag, args.source))
-    elif args.command == "exec":
-        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-        return exec_in(cfg, args.namespace, args.pod, args.container, cmd)
     elif args.command == "agent":
         from .agent import main as agent_main
 

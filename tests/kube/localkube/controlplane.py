@@ -63,8 +63,9 @@ def apiserver_argv(cfg: Config, bindir: Path) -> list[str]:
         "--allow-privileged=true",
         # No host answers for the "kubernetes" Service endpoint on loopback.
         "--endpoint-reconciler-type=none",
-        # etcd 3.4 has no watch progress requests, which WatchList needs.
-        "--feature-gates=WatchList=false",
+        # etcd 3.4 has no watch progress requests, which WatchList needs. The local
+        # kubelet speaks exec over WebSocket only: relay it rather than translate to SPDY.
+        "--feature-gates=WatchList=false,TranslateStreamCloseWebsocketRequests=false",
         "--profiling=false",
         "--v=1",
     ]

@@ -126,6 +126,23 @@ class PodWorker(threading.Thread):
         self._start_time = now_iso()
         self.rules = images.load_rules(cfg.state / "images.yaml")
 
+    def running_pids(self) -> dict[str, int]:
+        """Container name -> pid, for containers whose process is running."""
+        return {
+            c.name: c.proc.pid
+            for c in self.inits + self.containers
+            if c.proc is not None and c.running
+        }
+
+    def container_envs(self) -> dict[str, dict[str, str]]:
+        """Container name -> environment it was started with (for exec)."""
+        envs = {}
+        for c in self.inits + self.containers:
+            spec_file = self.dir / f"{c.name}.json"
+            if spec_file.exists():
+                envs[c.name] = dict(json.loads(spec_file.read_text())["env"])
+        return envs
+
     # -- lifecycle -------------------------------------------------------------------
 
     def request_stop(self, grace: float) -> None:
@@ -278,8 +295,6 @@ class PodWorker(threading.Thread):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        # For `localkube exec`: the process whose namespaces a command should join.
-        (self.dir / f"{c.name}.pid").write_text(f"{c.proc.pid}\n")
         c.image_id = resolved.image_id
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
