@@ -91,7 +91,10 @@ def test_rolling_upgrade_runs_the_new_version_code(namespace: str, versioned_ima
                         {
                             "name": "server",
                             "image": f"{versioned_image}:v1",
-                            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/ready", "port": 8080},
+                                "periodSeconds": 1,
+                            },
                         }
                     ],
                 },

@@ -181,7 +181,9 @@ class Agent:
             return
         if worker is None and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
             index = self.nodes.index(node)
-            worker = PodWorker(self.cfg, self.api, pod, self.ips.take(index), "127.0.0.1")
+            worker = PodWorker(
+                self.cfg, self.api, pod, self.ips.take(index), "127.0.0.1", self._hosts_changed
+            )
             self.workers[uid] = worker
             worker.start()
 
@@ -248,6 +250,11 @@ class Agent:
         else:
             self.services[uid] = svc
         self._refresh_hosts()
+
+    def _hosts_changed(self) -> None:
+        """A pod's netns just got its (bare) hosts file: fill in the cluster's names."""
+        with self.lock:
+            self._refresh_hosts()
 
     def _refresh_hosts(self) -> None:
         """Rewrite the hosts file of every running pod (in place; unchanged files are skipped)."""

@@ -55,6 +55,9 @@ def create_pod_netns(cfg: Config, ns: str, pod_ip: str, hostname: str, fqdn: lis
     etc.mkdir(parents=True, exist_ok=True)
     write_in_place(etc / "hosts", hosts_header(pod_ip, hostname, fqdn))
     write_in_place(etc / "hostname", hostname + "\n")
+    # Names live in the hosts file; there is no DNS server. Point the resolver at the
+    # pod's own loopback so a miss fails at once instead of timing out on the host's.
+    write_in_place(etc / "resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     ip("netns", "add", ns)
     host_end, pod_end = _veth_name(ns), _veth_name(ns)[:-1] + "p"
     ip("link", "add", host_end, "type", "veth", "peer", "name", pod_end)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,15 @@ class Container:
 class PodWorker(threading.Thread):
     """Owns one pod from start to teardown."""
 
-    def __init__(self, cfg: Config, api: Api, pod: Obj, pod_ip: str, host_ip: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        api: Api,
+        pod: Obj,
+        pod_ip: str,
+        host_ip: str,
+        network_ready: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(name=f"pod-{pod['metadata']['name']}", daemon=True)
         self.cfg, self.api, self.pod = cfg, api, pod
         meta = pod["metadata"]
@@ -107,6 +116,7 @@ class PodWorker(threading.Thread):
         self.key = f"{meta['namespace']}/{meta['name']}"
         self.path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         self.pod_ip, self.host_ip = pod_ip, host_ip
+        self.network_ready = network_ready  # called once the netns and its files exist
         self.netns = network.netns_name(cfg, self.uid)
         self.dir = cfg.pods / self.uid
         self.hostname = (pod["spec"].get("hostname") or meta["name"])[:63]
@@ -166,6 +176,7 @@ class PodWorker(threading.Thread):
     def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         network.create_pod_netns(self.cfg, self.netns, self.pod_ip, self.hostname, self.fqdn)
+        self.network_ready()
         self._set_condition("PodReadyToStartContainers", True)
         self._report()
         while self.stop_grace is None:
