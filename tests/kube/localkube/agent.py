@@ -51,6 +51,12 @@ class IpPool:
 
 
 class Agent:
+    """The kubelet of all local nodes, plus the cluster services it needs around it.
+
+    Watches pods (to run those bound to our nodes, and for DNS), Services (DNS), claims
+    and volumes (provisioning); renews node leases; serves the kubelet API.
+    """
+
     def __init__(self, cfg: Config, version: str) -> None:
         self.cfg = cfg
         self.api = Api(cfg)

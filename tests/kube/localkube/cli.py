@@ -103,9 +103,9 @@ def down(cfg: Config) -> None:
     """Stop everything and leave no trace (safe to run repeatedly, or after a crash)."""
     procs.stop(cfg.pids, AGENT, grace=30)
     controlplane.stop(cfg)
+    # Whatever still runs in a pod namespace (say, after the agent crashed) goes too.
     for ns in network.our_namespaces(cfg):
-        for pid in network.pids_in_netns(ns):
-            procs.terminate(pid, 2)
+        procs.kill_all(network.pids_in_netns(ns), grace=2)
         network.delete_pod_netns(ns)
     if network.NETNS_ETC.exists():
         for leftover in network.NETNS_ETC.glob(cfg.netns_prefix + "*"):

@@ -7,6 +7,7 @@ so that ``down`` never signals an unrelated process that happens to reuse the pi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,6 +83,19 @@ def terminate(pid: int, grace: float) -> None:
             if not alive(pid):
                 return
             time.sleep(0.05)
+
+
+def kill_all(pids: list[int], grace: float) -> None:
+    """SIGTERM each pid (not its group: these need not be group leaders), SIGKILL leftovers."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.05)
+        if not any(alive(p) for p in pids):
+            return
 
 
 def stop(pids: Path, name: str, grace: float = 10.0) -> None:
