@@ -102,13 +102,14 @@ def test_exec_readiness_probe_follows_a_file(namespace: str) -> None:
 
 
 def test_graceful_termination_sigterm_then_sigkill(namespace: str) -> None:
-    apply(
-        [
-            shell_pod("polite", "trap 'exit 0' TERM; while true; do sleep 0.1; done"),
-            shell_pod("stubborn", "trap '' TERM; while true; do sleep 0.1; done"),
-        ],
-        namespace,
-    )
+    grace = 6
+    pods = [
+        shell_pod("polite", "trap 'exit 0' TERM; while true; do sleep 0.1; done"),
+        shell_pod("stubborn", "trap '' TERM; while true; do sleep 0.1; done"),
+    ]
+    for pod in pods:
+        pod["spec"]["terminationGracePeriodSeconds"] = grace
+    apply(pods, namespace)
     for name in ("polite", "stubborn"):
         wait_for(f"{name} to be ready", partial(ready_pod, namespace, name))
     start = time.monotonic()
@@ -117,8 +118,8 @@ def test_graceful_termination_sigterm_then_sigkill(namespace: str) -> None:
     polite = time.monotonic() - start
     wait_for("stubborn to go", lambda: get_or_none("pod", "stubborn", namespace) is None)
     stubborn = time.monotonic() - start
-    assert polite < 2.5, f"a pod that exits on SIGTERM took {polite:.1f}s"
-    assert stubborn >= 3, f"a pod ignoring SIGTERM went after {stubborn:.1f}s, before its grace"
+    assert polite < grace - 2, f"a pod that exits on SIGTERM took {polite:.1f}s"
+    assert stubborn >= grace, f"a pod ignoring SIGTERM went after {stubborn:.1f}s, before its grace"
 
 
 def test_kubectl_logs(namespace: str) -> None:
