@@ -16,6 +16,7 @@ from tests.kube.kubectl import (
     http,
     kubectl,
     kubectl_error,
+    pod_exec,
     pod_ready,
     wait_for,
 )
@@ -143,7 +144,11 @@ def test_downward_api_and_config_env(namespace: str) -> None:
         {"name": "GREETING", "value": "$(POD_NAME) in $(NS)"},
     ]
     script = 'echo "env: $POD_NAME $POD_IP $NS $MODE / $GREETING"; exec sleep 1000'
-    apply([shell_pod("envy", script, env=env)], namespace)
+    pod = shell_pod(
+        "envy", script, env=env, volumeMounts=[{"name": "cfg", "mountPath": "/etc/envy"}]
+    )
+    pod["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "settings"}}]
+    apply([pod], namespace)
     pod = wait_for("pod 'envy' to be ready", partial(ready_pod, namespace, "envy"))
     ip = pod["status"]["podIP"]
     expected = f"env: envy {ip} {namespace} fast / envy in {namespace}"
@@ -151,6 +156,8 @@ def test_downward_api_and_config_env(namespace: str) -> None:
         f"the log to show {expected!r}",
         lambda: expected in kubectl("logs", "envy", "-n", namespace, check=False),
     )
+    # The ConfigMap is also mounted as files.
+    assert pod_exec(namespace, "envy", "cat", "/etc/envy/mode") == "fast"
 
 
 IN_CLUSTER_CLIENT = """

@@ -295,3 +295,26 @@ def test_rolling_upgrade_changes_running_image(namespace: str) -> None:
     for pod in ready_pods(namespace, "web", 2):
         assert info(pod)["image_tag"] == "2.0"
         assert pod["status"]["containerStatuses"][0]["image"] == f"{IMAGE}:2.0"
+
+
+def test_publish_not_ready_addresses(namespace: str) -> None:
+    """Raft peers must find each other before they are Ready: names of not-ready pods
+    resolve only through a Service with publishNotReadyAddresses."""
+    manifests = web(replicas=2, ready_path="/never-ready")
+    peers = json.loads(json.dumps(manifests[0]))
+    peers["metadata"]["name"] = "peers"
+    peers["spec"]["publishNotReadyAddresses"] = True
+    apply([*manifests, peers], namespace)
+
+    def running() -> list[Obj] | None:
+        pods = get("pods", None, namespace)["items"]
+        ok = len(pods) == 2 and all(p["status"].get("podIP") for p in pods)
+        return pods if ok else None
+
+    wait_for("two running (not ready) pods", running)
+    wait_for(
+        "the peers Service to publish web-1 while it is not ready",
+        lambda: pod_exec(namespace, "web-0", "getent", "hosts", f"peers.{namespace}.svc").strip(),
+    )
+    hosts = pod_exec(namespace, "web-0", "cat", "/etc/hosts")
+    assert f"web-1.web.{namespace}.svc.cluster.local" not in hosts, hosts
