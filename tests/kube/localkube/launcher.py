@@ -48,7 +48,9 @@ def main() -> None:
         subprocess.run(["mount", "--bind", m["source"], str(target)], check=True)
         if m.get("readOnly"):
             subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
-    os.chdir(spec.get("workdir") or "/")
+    workdir = Path(spec.get("workdir") or "/")
+    _mkdir_recorded(workdir, Path(spec["mountpoint_record"]))  # as a runtime would
+    os.chdir(workdir)
     env = spec["env"]
     argv = spec["argv"]
     try:
