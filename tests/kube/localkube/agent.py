@@ -83,9 +83,13 @@ class Agent:
     def run(self) -> None:
         self.sweep_stale()
         network.ensure_bridge(self.cfg)
-        apiproxy.start(
-            (self.cfg.bridge_ip, self.cfg.api_proxy_port), ("127.0.0.1", self.cfg.apiserver_port)
-        )
+        try:
+            apiproxy.start(
+                (self.cfg.bridge_ip, self.cfg.api_proxy_port),
+                ("127.0.0.1", self.cfg.apiserver_port),
+            )
+        except OSError as e:  # only in-cluster API clients need it
+            print(f"no apiserver relay for pods: {e}", file=sys.stderr, flush=True)
         provisioner.ensure_storage_class(self.api)
         self.nodes.register()
         for i in range(1, self.cfg.nodes + 1):
