@@ -260,6 +260,11 @@ def test_failing_readiness_probe_makes_pod_not_ready(namespace: str) -> None:
         timeout=30,
     )
 
+    events = kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=web-0"
+    )  # fmt: skip
+    assert "Readiness probe failed" in events, events
+
     http(f"http://{ip}:8080/ready/on", "POST")
     ready_pods(namespace, "web", 1)
 

@@ -24,6 +24,7 @@ from typing import Any
 from . import images, network, probes
 from .api import Api, ApiError
 from .config import Config
+from .events import Recorder
 from .podspec import (
     DEFAULT_PATH,
     NotReadyYet,
@@ -135,6 +136,7 @@ class PodWorker(threading.Thread):
         self._volumes: dict[str, Path] | None = None
         self._start_time = now_iso()
         self.rules = images.load_rules(cfg.state / "images.yaml")
+        self.event = Recorder(api, pod)
 
     def running_pids(self) -> dict[str, int]:
         """Container name -> pid, for containers whose process is running."""
@@ -239,16 +241,23 @@ class PodWorker(threading.Thread):
                 ok = probes.run_probe(c.startup.probe or {}, c.spec, self.pod_ip, self.netns)
                 c.startup.record(ok, now)
                 if c.startup.exhausted:
+                    self.event("Unhealthy", "Startup probe failed", c.name, warning=True)
+                    self.event("Killing", f"Container {c.name} failed startup probe", c.name)
                     self._stop_container(c, self._grace())
             return
         if c.liveness.due(now):
             ok = probes.run_probe(c.liveness.probe or {}, c.spec, self.pod_ip, self.netns)
             if not c.liveness.record(ok, now):
+                self.event("Unhealthy", "Liveness probe failed", c.name, warning=True)
+                msg = f"Container {c.name} failed liveness probe, will be restarted"
+                self.event("Killing", msg, c.name)
                 self._stop_container(c, self._grace())
                 return
         if c.readiness.due(now):
             ok = probes.run_probe(c.readiness.probe or {}, c.spec, self.pod_ip, self.netns)
-            c.readiness.record(ok, now)
+            was = c.readiness.result
+            if was != c.readiness.record(ok, now) and not ok:
+                self.event("Unhealthy", "Readiness probe failed", c.name, warning=True)
 
     def _grace(self) -> float:
         return float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
@@ -260,6 +269,7 @@ class PodWorker(threading.Thread):
             )
         except images.ImageError as e:
             c.state = {"waiting": {"reason": "ErrImagePull", "message": str(e)}}
+            self.event("Failed", str(e), c.name, warning=True)
             c.next_start = time.monotonic() + 5
             return
         status_view = {**self.pod, "status": self._status()}
@@ -310,6 +320,8 @@ class PodWorker(threading.Thread):
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
         c.state = {"running": {"startedAt": c.started_at}}
+        self.event("Pulled", f'Container image "{c.spec["image"]}" already present', c.name)
+        self.event("Started", f"Started container {c.name}", c.name)
         for probe in (c.readiness, c.liveness, c.startup):
             probe.reset(c.started_mono)
         if c.startup.probe is None:
@@ -339,6 +351,9 @@ class PodWorker(threading.Thread):
         c.restart_count += 1
         c.next_start = time.monotonic() + backoff
         c.state = {"waiting": {"reason": "CrashLoopBackOff" if backoff else "Restarting"}}
+        if backoff:
+            msg = f"Back-off restarting failed container {c.name}"
+            self.event("BackOff", msg, c.name, warning=True)
 
     def _stop_container(self, c: Container, grace: float) -> None:
         """SIGTERM the container's process group, SIGKILL after ``grace`` seconds."""
@@ -362,6 +377,8 @@ class PodWorker(threading.Thread):
     def _kill_all(self, grace: float) -> None:
         """Stop every container in parallel within one grace period, then sweep the netns."""
         running = [c for c in self.inits + self.containers if c.proc is not None]
+        for c in running:
+            self.event("Killing", f"Stopping container {c.name}", c.name)
         threads = [threading.Thread(target=self._stop_container, args=(c, grace)) for c in running]
         for t in threads:
             t.start()
