@@ -87,19 +87,24 @@ def test_failing_liveness_probe_restarts_container(namespace: str) -> None:
 
 
 def test_exec_readiness_probe_follows_a_file(namespace: str) -> None:
-    flag = f"/tmp/{namespace}-ready"
-    probe = {"exec": {"command": ["test", "-e", flag]}, "periodSeconds": 1}
-    apply([shell_pod("gated", "exec sleep 1000", readinessProbe=probe)], namespace)
+    """The exec probe runs in the container's mount namespace: it sees the volume."""
+    probe = {"exec": {"command": ["test", "-e", "/flags/ready"]}, "periodSeconds": 1}
+    pod = shell_pod(
+        "gated",
+        "exec sleep 1000",
+        readinessProbe=probe,
+        volumeMounts=[{"name": "flags", "mountPath": "/flags"}],
+    )
+    pod["spec"]["volumes"] = [{"name": "flags", "emptyDir": {}}]
+    apply([pod], namespace)
     wait_for(
         "pod 'gated' to run",
         lambda: get("pod", "gated", namespace)["status"].get("phase") == "Running",
     )
     assert not pod_ready(get("pod", "gated", namespace))
-    Path(flag).touch()
-    try:
-        wait_for("pod 'gated' to become Ready", lambda: pod_ready(get("pod", "gated", namespace)))
-    finally:
-        Path(flag).unlink()
+    pod_exec(namespace, "gated", "touch", "/flags/ready")
+    assert not Path("/flags/ready").exists(), "the volume must be mounted only for the pod"
+    wait_for("pod 'gated' to become Ready", partial(ready_pod, namespace, "gated"))
 
 
 def test_graceful_termination_sigterm_then_sigkill(namespace: str) -> None:

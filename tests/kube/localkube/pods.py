@@ -66,6 +66,7 @@ class Container:
     next_start: float = 0.0
     started_mono: float = 0.0
     done: bool = False  # terminated and will not be restarted
+    env: dict[str, str] = field(default_factory=dict)  # what the process was started with
     readiness: probes.ProbeState = field(init=False)
     liveness: probes.ProbeState = field(init=False)
     startup: probes.ProbeState = field(init=False)
@@ -148,12 +149,7 @@ class PodWorker(threading.Thread):
 
     def container_envs(self) -> dict[str, dict[str, str]]:
         """Container name -> environment it was started with (for exec)."""
-        envs = {}
-        for c in self.inits + self.containers:
-            spec_file = self.dir / f"{c.name}.json"
-            if spec_file.exists():
-                envs[c.name] = dict(json.loads(spec_file.read_text())["env"])
-        return envs
+        return {c.name: c.env for c in self.inits + self.containers if c.env}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -238,7 +234,7 @@ class PodWorker(threading.Thread):
         # Probes: startup gates liveness and readiness.
         if not c.startup.result:
             if c.startup.due(now):
-                ok = probes.run_probe(c.startup.probe or {}, c.spec, self.pod_ip, self.netns)
+                ok = self._probe(c, c.startup)
                 c.startup.record(ok, now)
                 if c.startup.exhausted:
                     self.event("Unhealthy", "Startup probe failed", c.name, warning=True)
@@ -246,7 +242,7 @@ class PodWorker(threading.Thread):
                     self._stop_container(c, self._grace())
             return
         if c.liveness.due(now):
-            ok = probes.run_probe(c.liveness.probe or {}, c.spec, self.pod_ip, self.netns)
+            ok = self._probe(c, c.liveness)
             if not c.liveness.record(ok, now):
                 self.event("Unhealthy", "Liveness probe failed", c.name, warning=True)
                 msg = f"Container {c.name} failed liveness probe, will be restarted"
@@ -254,10 +250,14 @@ class PodWorker(threading.Thread):
                 self._stop_container(c, self._grace())
                 return
         if c.readiness.due(now):
-            ok = probes.run_probe(c.readiness.probe or {}, c.spec, self.pod_ip, self.netns)
+            ok = self._probe(c, c.readiness)
             was = c.readiness.result
             if was != c.readiness.record(ok, now) and not ok:
                 self.event("Unhealthy", "Readiness probe failed", c.name, warning=True)
+
+    def _probe(self, c: Container, state: probes.ProbeState) -> bool:
+        assert c.proc is not None and state.probe is not None
+        return probes.run_probe(state.probe, c.spec, self.pod_ip, c.proc.pid, c.env)
 
     def _grace(self) -> float:
         return float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
@@ -292,6 +292,7 @@ class PodWorker(threading.Thread):
             c.next_start = time.monotonic() + 2
             return
         argv = [expand(a, env) for a in resolved.argv]
+        c.env = env
         c.container_id = f"localkube://{self.uid[:8]}-{c.name}-{c.restart_count}"
         spec_file = self.dir / f"{c.name}.json"
         spec_file.write_text(

@@ -1,7 +1,7 @@
 """Readiness, liveness and startup probes: HTTP GET, TCP socket, gRPC health, exec.
 
 Probes run from the host against the pod IP (the host reaches every pod over the
-bridge), like a kubelet does; exec probes run inside the pod's network namespace.
+bridge), like a kubelet does; exec probes run inside the container's namespaces.
 """
 
 from __future__ import annotations
@@ -26,8 +26,18 @@ def _port(spec: dict[str, Any], container: dict[str, Any]) -> int:
     return int(str(port))
 
 
-def run_probe(probe: dict[str, Any], container: dict[str, Any], pod_ip: str, netns: str) -> bool:
-    """One probe attempt: True on success."""
+def run_probe(
+    probe: dict[str, Any],
+    container: dict[str, Any],
+    pod_ip: str,
+    pid: int,
+    env: dict[str, str],
+) -> bool:
+    """One probe attempt: True on success.
+
+    ``pid`` and ``env`` are the container's process and environment: an exec probe
+    joins that process's namespaces, so it sees the container's volumes and hosts file.
+    """
     timeout = float(probe.get("timeoutSeconds", 1))
     try:
         if "httpGet" in probe:
@@ -47,8 +57,9 @@ def run_probe(probe: dict[str, Any], container: dict[str, Any], pod_ip: str, net
         if "grpc" in probe:
             return _grpc_probe(pod_ip, probe["grpc"], timeout)
         if "exec" in probe:
-            argv = ["ip", "netns", "exec", netns, *probe["exec"]["command"]]
-            return subprocess.run(argv, capture_output=True, timeout=timeout).returncode == 0
+            argv = ["nsenter", "-t", str(pid), "-n", "-u", "-m", "--", *probe["exec"]["command"]]
+            done = subprocess.run(argv, capture_output=True, timeout=timeout, env=env)
+            return done.returncode == 0
     except (OSError, urllib.error.URLError, subprocess.TimeoutExpired, ValueError):
         return False
     return False
