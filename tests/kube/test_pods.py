@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from functools import partial
 from pathlib import Path
@@ -274,3 +276,33 @@ def test_kubectl_exec(namespace: str) -> None:
         "exec", "-n", namespace, "target", "--", "sh", "-c", "echo oops >&2; exit 3"
     )
     assert "oops" in err and "exit code 3" in err, err
+
+
+def test_host_network_pod(namespace: str) -> None:
+    with socket.socket() as s:  # a free loopback port for the server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hostnet"},
+        "spec": {
+            "hostNetwork": True,
+            "containers": [
+                {
+                    "name": "server",
+                    "image": "flotilla-test/httpserver:1",
+                    "env": [{"name": "PORT", "value": str(port)}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/ready", "port": port},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        },
+    }
+    apply([pod], namespace)
+    ready = wait_for("the host-network pod to be ready", partial(ready_pod, namespace, "hostnet"))
+    assert ready["status"]["podIP"] == "127.0.0.1"
+    info = json.loads(http(f"http://127.0.0.1:{port}/info"))
+    assert info["hostname"] == ready["spec"]["nodeName"]

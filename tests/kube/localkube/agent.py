@@ -191,9 +191,9 @@ class Agent:
             return
         if worker is None and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
             index = self.nodes.index(node)
-            worker = PodWorker(
-                self.cfg, self.api, pod, self.ips.take(index), "127.0.0.1", self._hosts_changed
-            )
+            host_ip = "127.0.0.1"
+            pod_ip = host_ip if pod["spec"].get("hostNetwork") else self.ips.take(index)
+            worker = PodWorker(self.cfg, self.api, pod, pod_ip, host_ip, self._hosts_changed)
             self.workers[uid] = worker
             worker.start()
 

@@ -103,7 +103,12 @@ def down(cfg: Config) -> None:
     """Stop everything and leave no trace (safe to run repeatedly, or after a crash)."""
     procs.stop(cfg.pids, AGENT, grace=30)
     controlplane.stop(cfg)
-    # Whatever still runs in a pod namespace (say, after the agent crashed) goes too.
+    # Whatever still runs (say, after the agent crashed) goes too: recorded containers
+    # (with their process groups), then anything left in a pod namespace.
+    for pidfile in cfg.pods.glob("*/*.pid"):
+        pid = procs.recorded(pidfile.parent, pidfile.stem)
+        if pid is not None:
+            procs.terminate(pid, 2)
     for ns in network.our_namespaces(cfg):
         procs.kill_all(network.pids_in_netns(ns), grace=2)
         network.delete_pod_netns(ns)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import images, network, probes
+from . import images, network, probes, procs
 from .api import Api, ApiError
 from .config import Config
 from .events import Recorder
@@ -121,7 +121,11 @@ class PodWorker(threading.Thread):
         self.network_ready = network_ready  # called once the netns and its files exist
         self.netns = network.netns_name(cfg, self.uid)
         self.dir = cfg.pods / self.uid
+        # hostNetwork pods share the host's network (and take the node's name).
+        self.host_network = bool(pod["spec"].get("hostNetwork"))
         self.hostname = (pod["spec"].get("hostname") or meta["name"])[:63]
+        if self.host_network:
+            self.hostname = str(pod["spec"].get("nodeName", self.hostname))
         sub = pod["spec"].get("subdomain")
         domain = f"{sub}.{meta['namespace']}.svc.{cfg.cluster_domain}"
         self.fqdn = [f"{self.hostname}.{domain}"] if sub else []
@@ -173,8 +177,9 @@ class PodWorker(threading.Thread):
 
     def _run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        network.create_pod_netns(self.cfg, self.netns, self.pod_ip, self.hostname, self.fqdn)
-        self.network_ready()
+        if not self.host_network:
+            network.create_pod_netns(self.cfg, self.netns, self.pod_ip, self.hostname, self.fqdn)
+            self.network_ready()
         self._set_condition("PodReadyToStartContainers", True)
         self._report()
         while self.stop_grace is None:
@@ -307,7 +312,10 @@ class PodWorker(threading.Thread):
                 }
             )
         )
-        launch = ["ip", "netns", "exec", self.netns, "unshare", "--uts", "--"]
+        if self.host_network:  # still a private mount namespace for the volume mounts
+            launch = ["unshare", "--uts", "--mount", "--propagation", "private", "--"]
+        else:
+            launch = ["ip", "netns", "exec", self.netns, "unshare", "--uts", "--"]
         launch += [sys.executable, str(LAUNCHER), str(spec_file)]
         with open(self.dir / f"{c.name}.log", "ab") as log:
             c.proc = subprocess.Popen(
@@ -317,6 +325,9 @@ class PodWorker(threading.Thread):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # Lets `down` find the process even if the agent died (hostNetwork pods have no
+        # netns to sweep).
+        (self.dir / f"{c.name}.pid").write_text(f"{c.proc.pid} {procs.start_time(c.proc.pid)}\n")
         c.image_id = resolved.image_id
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
