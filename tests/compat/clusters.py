@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.node.procs import ProcessCluster, etcdctl, free_ports, wait_for
+from tests.node.procs import Proc, ProcessCluster, etcdctl, free_ports, wait_for
 
 ETCD_BINARY = os.environ.get("FLOTILLA_COMPAT_ETCD", "/usr/bin/etcd")
 
@@ -76,7 +76,7 @@ class EtcdCluster:
     def initial_cluster(self) -> str:
         return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
-    def command(self, m: EtcdMember) -> list[str]:
+    def command(self, m: EtcdMember, state: str = "new") -> list[str]:
         client_url = f"http://{m.endpoint}"
         return [
             ETCD_BINARY,
@@ -88,17 +88,24 @@ class EtcdCluster:
             f"--initial-advertise-peer-urls={m.peer_url}",
             f"--initial-cluster={self.initial_cluster}",
             f"--initial-cluster-token={self.token}",
-            "--initial-cluster-state=new",
+            f"--initial-cluster-state={state}",
             "--heartbeat-interval=50",
             "--election-timeout=500",
             "--logger=zap",
             "--log-outputs=stderr",
         ]
 
-    def start(self) -> None:
-        for m in self.members:
-            log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the child
-            m.popen = subprocess.Popen(self.command(m), stdout=log, stderr=subprocess.STDOUT)
+    def start(self, m: EtcdMember | None = None, state: str = "new") -> None:
+        for p in [m] if m else self.members:
+            log = open(p.log_path, "ab")  # noqa: SIM115 - owned by the child
+            p.popen = subprocess.Popen(self.command(p, state), stdout=log, stderr=subprocess.STDOUT)
+
+    def add_member(self, name: str) -> EtcdMember:
+        """A new member's ports and directories, in the member list used by --initial-cluster."""
+        client_port, peer_port = free_ports(2)
+        m = EtcdMember(name, client_port, peer_port, self.root / name, self.root / f"{name}.log")
+        self.members.append(m)
+        return m
 
     @property
     def endpoints(self) -> str:
@@ -161,6 +168,18 @@ class Target:
             )
         return result
 
+    def new_member(self, name: str) -> Joiner:
+        """A member to add: ports and directories picked, in --initial-cluster, not started."""
+        c = self.cluster
+        if isinstance(c, EtcdCluster):
+            m = c.add_member(name)
+            return Joiner(self, m, m.peer_url, m.endpoint)
+        assert isinstance(c, ProcessCluster)
+        client, peer, metrics = free_ports(3)
+        p = Proc(name, client, peer, metrics, c.root / name, c.root / f"{name}.log")
+        c.members.append(p)
+        return Joiner(self, p, p.peer_url, p.endpoint)
+
     def json(self, *args: str, endpoints: str | None = None) -> Any:
         return json.loads(self.ctl(*args, "-w", "json", endpoints=endpoints).stdout)
 
@@ -172,6 +191,46 @@ class Target:
     def revision(self) -> int:
         """The cluster's current revision, read linearizably (0 is omitted from JSON)."""
         return int(self.json("get", "compat/revision-probe")["header"].get("revision", 0))
+
+
+@dataclass
+class Joiner:
+    """A member joining a running cluster (``--initial-cluster-state existing``)."""
+
+    target: Target
+    member: Proc | EtcdMember
+    peer_url: str
+    endpoint: str
+
+    def start(self) -> None:
+        c, m = self.target.cluster, self.member
+        if isinstance(c, EtcdCluster):
+            assert isinstance(m, EtcdMember)
+            c.start(m, state="existing")
+            return
+        assert isinstance(c, ProcessCluster) and isinstance(m, Proc)
+        log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the child
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        m.popen = subprocess.Popen(
+            c.command(m, "existing"), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes] | None:
+        return self.member.popen
+
+    def discard(self) -> None:
+        """Stop the process if it still runs and forget the member."""
+        p = self.member.popen
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        members: list[Any] = self.target.cluster.members  # type: ignore[attr-defined]
+        members.remove(self.member)
 
 
 def etcd_available() -> bool:
