@@ -372,6 +372,21 @@ def test_lease_grant_attach_timetolive_revoke(targets: Targets) -> None:
     same(targets, scenario)
 
 
+def test_lease_keep_alive_stream(targets: Targets) -> None:
+    def scenario(t: Target) -> object:
+        n = Norm(t)
+        lid = lease_id(t, 600)
+        keeper = Background(t, "lease", "keep-alive", f"{lid:x}")
+        try:
+            first = keeper.read(1)
+        finally:
+            keeper.stop()
+            t.ctl("lease", "revoke", f"{lid:x}")
+        return n.text("\n".join(first), [lid])
+
+    assert same(targets, scenario) == "lease <id1> keepalived with TTL(600)"
+
+
 def test_lease_list(targets: Targets) -> None:
     def scenario(t: Target) -> object:
         n = Norm(t)
