@@ -20,6 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", type=Path, default=None, help="where members keep data")
     up.add_argument("--base-port", type=int, default=2379, help="first client port")
     up.add_argument("node_flags", nargs="*", help="extra flotilla-node flags, after --")
+    snap = sub.add_parser("snapshot", help="restore a backup saved with etcdctl snapshot save")
+    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
+    snap_sub.add_parser(
+        "restore",
+        help="FILE plus the new member's flotilla-node flags: writes its data directory",
+        add_help=False,
+    )
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:2] == ["snapshot", "restore"]:
+        from .restore import run as restore
+
+        return restore(argv[2:])
     args = parser.parse_args(argv)
     if args.command == "local":
         from .local import default_data_root

@@ -9,12 +9,15 @@ up? would the change leave a quorum of healthy voters?) take those numbers as ar
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import grpc
 
 from .members import Member
 from .raft.types import ConfState
+
+log = logging.getLogger("flotilla.node")
 
 # A learner is "in sync" when its match index is within this many entries of the leader's.
 LEARNER_READY_LAG = 1000
@@ -43,8 +46,11 @@ UNHEALTHY = (grpc.StatusCode.UNAVAILABLE, "etcdserver: unhealthy cluster")
 
 
 def _fail(err: tuple[grpc.StatusCode, str], detail: str = "") -> MemberOpError:
+    """etcd's exact message (clients recognise errors by it); the detail goes to the log."""
     code, message = err
-    return MemberOpError(code, message if not detail else f"{message} ({detail})")
+    if detail:
+        log.info("%s: %s", message, detail)
+    return MemberOpError(code, message)
 
 
 @dataclass(frozen=True)
@@ -104,13 +110,23 @@ def remove(
     return Change(voters, conf.learners - {member_id}, _context(remove=[member_id]))
 
 
-def promote(conf: ConfState, members: dict[int, Member], member_id: int, lag: int | None) -> Change:
+def promote(
+    conf: ConfState,
+    members: dict[int, Member],
+    member_id: int,
+    lag: int | None,
+    leader_last: int,
+) -> Change:
+    """Promote a learner that is in sync: within 10% of the leader's log (as etcd) and within
+    ``LEARNER_READY_LAG`` entries; ``lag`` is None for a learner that never answered."""
     if member_id not in members:
         raise _fail(MEMBER_NOT_FOUND)
     if member_id not in conf.learners:
         raise _fail(NOT_LEARNER)
-    if lag is None or lag > LEARNER_READY_LAG:
-        raise _fail(LEARNER_NOT_READY, f"it is {lag} entries behind" if lag is not None else "")
+    if lag is None:
+        raise _fail(LEARNER_NOT_READY, "it has not caught up at all")
+    if lag > LEARNER_READY_LAG or lag > leader_last // 10:
+        raise _fail(LEARNER_NOT_READY, f"it is {lag} entries behind")
     return Change(conf.voters | {member_id}, conf.learners - {member_id}, b"")
 
 

@@ -102,6 +102,7 @@ class RaftNode:
         self._departed: dict[int, tuple[list[str], float]] = {}
         self.removed_at: float | None = None
         self.core = self._load_core()
+        self._was_member = self.member_id in self.core.log.snapshot.conf.members()
         self.transport = transport_factory(self)
 
     # -- start-up ---------------------------------------------------------------------------
@@ -379,7 +380,11 @@ class RaftNode:
                 self.members[mid] = Member(m.id, m.name, m.peer_urls, m.client_urls, learner)
         self._save_members(list(self.members.values()), batch)
         self.update_peers()
-        if self.member_id not in conf.members() and self.removed_at is None:
+        if self.member_id in conf.members():
+            self._was_member = True
+        elif self._was_member and self.removed_at is None:
+            # (A member that joins replays configurations from before it was added: only
+            # leaving one it belonged to is a removal.)
             self.removed_at = time.monotonic()
             log.warning("this member was removed from the cluster; it will stop")
 

@@ -90,8 +90,11 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
         def plan(core: RaftCore) -> memberops.Change:
             pr = core.prs.get(request.ID)
-            lag = None if pr is None else core.last_index() - pr.match
-            return memberops.promote(core.conf, self.node.members, request.ID, lag)
+            # A learner that never answered (match 0) is not in sync, however short the log.
+            lag = None if pr is None or pr.match == 0 else core.last_index() - pr.match
+            return memberops.promote(
+                core.conf, self.node.members, request.ID, lag, core.last_index()
+            )
 
         await self._change(context, plan)
         return pb.MemberPromoteResponse(header=self.header(), members=self._members())

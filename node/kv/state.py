@@ -19,13 +19,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import statesnap
+import grpc
+
+from .. import backup, statesnap
 from ..api.etcdpb import rpc_pb2 as pb
 from ..api.services import add_services
 from ..config import NodeConfig
 from . import requests
 from .apply import Applier
-from .errors import EtcdError, NoLeaderError, RequestTimeoutError
+from .errors import EtcdError, LeaseNotFoundError, NoLeaderError, RequestTimeoutError
 from .lease import Lessor, min_ttl_for
 from .store import MvccStore
 from .watch import WatchHub
@@ -122,8 +124,10 @@ class KvStateMachine:
         return resp
 
     async def snapshot_stream(self) -> AsyncIterator[bytes]:
+        """A backup for ``etcdctl snapshot save`` (see ``flotilla.node.backup``)."""
         assert self.node is not None
-        data = await asyncio.to_thread(self.dump, self.view())
+        view = self.view()
+        data = await asyncio.to_thread(lambda: backup.encode(self.dump(view)))
         for i in range(0, len(data), 1 << 20):
             yield data[i : i + (1 << 20)]
 
@@ -188,6 +192,10 @@ class KvStateMachine:
             return int(await node.transport.lease_renew(node.leader_id, lease_id))
         except EtcdError:
             raise
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise LeaseNotFoundError() from err
+            raise _unavailable(err) from err
         except Exception as exc:
             raise _unavailable(exc) from exc
 

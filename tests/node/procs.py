@@ -121,6 +121,7 @@ class ProcessCluster:
     members: list[Proc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(3 * self.size)
         for i in range(self.size):
             name = f"m{i + 1}"
