@@ -35,6 +35,7 @@ from flotilla.node.api.handle import NodeHandle, check_size, propose
 from flotilla.node.kv.watch import WatchStream
 
 from ..kv.errors import CompactedError, EtcdError
+from ..kv.validate import check_txn
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ async def session_lease(handle: NodeHandle, lease: int) -> int:
 
 
 async def txn(handle: NodeHandle, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    """Validate and propose a txn, as etcd's KV server would for the in-process client."""
+    check_txn(request, handle.store.max_txn_ops)
     check_size(request)
     resp: rpc_pb2.TxnResponse = await propose(handle, request)
     return resp

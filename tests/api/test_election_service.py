@@ -177,3 +177,27 @@ def test_revoked_candidate_is_not_elected(
     with pytest.raises(grpc.RpcError) as exc:
         pending.result(timeout=WAIT)
     assert exc.value.details() == "session expired"
+
+
+def test_disconnected_candidate_leaves_the_queue(
+    election: v3election_pb2_grpc.ElectionStub,
+    lease: rpc_pb2_grpc.LeaseStub,
+    kv: rpc_pb2_grpc.KVStub,
+) -> None:
+    a, b = grant(lease), grant(lease)
+    election.Campaign(el.CampaignRequest(name=b"d", lease=a, value=b"a"))
+    pending = election.Campaign.future(el.CampaignRequest(name=b"d", lease=b, value=b"b"))
+    key = b"d/%x" % b
+    eventually("the candidate to queue", lambda: kv.Range(pb.RangeRequest(key=key)).count == 1)
+    pending.cancel()
+    eventually(
+        "the canceled candidate's key to be deleted",
+        lambda: kv.Range(pb.RangeRequest(key=key)).count == 0,
+    )
+
+
+def test_requests_are_validated_as_etcd_does(election: v3election_pb2_grpc.ElectionStub) -> None:
+    stray = el.LeaderKey(name=b"v", rev=1, lease=1)
+    assert etcd_error(lambda: election.Resign(el.ResignRequest(leader=stray))) == (
+        "etcdserver: key is not provided"
+    )
