@@ -10,6 +10,7 @@ the key is still that incarnation, so a deposed leader cannot overwrite its succ
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +34,8 @@ from flotilla.node.api.concurrency import (
 from flotilla.node.api.etcdpb import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
 from flotilla.node.api.handle import NodeHandle, fill_header
 from flotilla.node.kv.errors import EtcdError
+
+log = logging.getLogger(__name__)
 
 _PUT = kv_pb2.Event.PUT
 _DELETE = kv_pb2.Event.DELETE
@@ -132,7 +135,9 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):  # type: ignore[mis
         """Every change of leader or of the leader's value, as etcd's Election.Observe.
 
         The current leader first (or, with none, the first candidate to appear); then each
-        value the leader proclaims, until its key goes and the next leader is looked up.
+        value the leader proclaims, until its key goes and the next leader is looked up. As in
+        etcd, a failure inside (no leader for the read barrier, history compacted under a
+        client too slow to read) ends the stream without an error status.
         """
         h = self._h
         prefix = request.name + b"/"
@@ -145,8 +150,10 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):  # type: ignore[mis
                 else:
                     kv = await _first_put(h, prefix, got.header.revision + 1)
                     revision = kv.mod_revision
-                yield _leader_response(self, revision, kv)
+                # Watch before sending: the leader's later values are kept however slowly
+                # the client reads this response.
                 with HubWatch(h, [kv.key], revision + 1) as watch:
+                    yield _leader_response(self, revision, kv)
                     deleted = False
                     while not deleted:
                         resp = await watch.next()
@@ -156,7 +163,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):  # type: ignore[mis
                                 break
                             yield _leader_response(self, resp.header.revision, ev.kv)
         except EtcdError as err:
-            await abort(context, err)
+            log.info("observe of %r ended: %s", request.name, err)
 
 
 async def _proclaim(
