@@ -236,8 +236,8 @@ async def wait_deletes(handle: NodeHandle, prefix: bytes, own_key: bytes, own_re
     """
     store = handle.store
     while True:
-        # No await between these reads and the watch creation: the hub cannot advance
-        # between them, and the watch starts right after the revision read anyway.
+        # The watch starts just after the revision these reads saw, so a deletion applied
+        # in between is replayed from history rather than missed.
         own = store.range(rpc_pb2.RangeRequest(key=own_key))
         if not own.kvs or own.kvs[0].create_revision != own_revision:
             raise SessionExpiredError()
@@ -294,8 +294,3 @@ class Cleanup:
             await txn(self._h, delete_if_created_at(key, revision))
         except Exception as exc:  # the lease still bounds the key's life
             log.warning("could not release %r of a canceled waiter: %s", key, exc)
-
-    async def wait(self) -> None:
-        """Wait for the releases in flight (for tests)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -144,3 +144,20 @@ def test_unlock_of_nothing_is_not_an_error_but_an_empty_key_is(
         lock.Unlock(lk.UnlockRequest(key=b""))
     assert exc.value.code() == grpc.StatusCode.UNKNOWN
     assert exc.value.details() == "etcdserver: key is not provided"
+
+
+def test_a_long_queue_is_served_one_holder_at_a_time_in_order(
+    lock: v3lock_pb2_grpc.LockStub, lease: rpc_pb2_grpc.LeaseStub, kv: rpc_pb2_grpc.KVStub
+) -> None:
+    leases = [grant(lease) for _ in range(12)]
+    held = lock.Lock(lk.LockRequest(name=b"long", lease=leases[0]))
+    waiting = []
+    for lid in leases[1:]:
+        waiting.append(lock.Lock.future(lk.LockRequest(name=b"long", lease=lid)))
+        eventually("a waiter to queue", queued(kv, b"long/%x" % lid))
+    for i, fut in enumerate(waiting):
+        lock.Unlock(lk.UnlockRequest(key=held.key))
+        held = fut.result(timeout=WAIT)
+        assert held.key == b"long/%x" % leases[i + 1]
+        assert not any(f.done() for f in waiting[i + 1 :]), "two holders at once"
+    lock.Unlock(lk.UnlockRequest(key=held.key))
