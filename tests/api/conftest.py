@@ -9,7 +9,7 @@ import grpc
 import pytest
 from member import Served
 
-from flotilla.node.api.etcdpb import rpc_pb2_grpc
+from flotilla.node.api.etcdpb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 
 
 @pytest.fixture
@@ -39,3 +39,13 @@ def lease(channel: grpc.Channel) -> rpc_pb2_grpc.LeaseStub:
 @pytest.fixture
 def watch(channel: grpc.Channel) -> rpc_pb2_grpc.WatchStub:
     return rpc_pb2_grpc.WatchStub(channel)
+
+
+@pytest.fixture
+def lock(channel: grpc.Channel) -> v3lock_pb2_grpc.LockStub:
+    return v3lock_pb2_grpc.LockStub(channel)
+
+
+@pytest.fixture
+def election(channel: grpc.Channel) -> v3election_pb2_grpc.ElectionStub:
+    return v3election_pb2_grpc.ElectionStub(channel)
