@@ -141,7 +141,7 @@ class MvccStore:
         self._lock = threading.RLock()
         self._index = TreeIndex()
         self._leases: dict[int, set[bytes]] = {}
-        self._rev = 0
+        self._rev = 1
         self._compacted = 0
         self._overlay: dict[bytes, bytes] = {}
         self._overlay_batch: WriteBatch | None = None
@@ -152,12 +152,20 @@ class MvccStore:
 
     @property
     def revision(self) -> int:
-        """The current (newest) main revision; 0 for an empty store."""
+        """The current (newest) main revision; 1 for an empty store, as in etcd.
+
+        etcd's store starts at revision 1 without any record there, so the first change gets
+        revision 2 and a read at revision 1 sees nothing; clients rely on those numbers.
+        """
         return self._rev
 
     @property
     def compacted_revision(self) -> int:
-        """The revision of the last compaction; reads below it fail. 0 if never compacted."""
+        """The revision of the last compaction; reads below it fail. 0 if never compacted.
+
+        A compaction needs a revision above the compacted one, so it is never at 0 and 0
+        stays unambiguous; HashKV reports it as etcd's -1.
+        """
         return self._compacted
 
     def batch_written(self) -> None:
@@ -199,7 +207,8 @@ class MvccStore:
                 self._leases.setdefault(ki.lease, set()).add(key)
         # The current revision is that of the newest record, except after a compaction that
         # dropped it (a deletion at the compaction revision); compaction records the revision.
-        self._rev = max(last, self._read_meta(codec.META_CURRENT))
+        # An empty store is at revision 1, as etcd's is.
+        self._rev = max(last, self._read_meta(codec.META_CURRENT), 1)
         self._compacted = self._read_meta(codec.META_COMPACTED)
         if self._compacted > self._rev:
             raise CorruptDataError(f"compacted revision {self._compacted} is beyond {self._rev}")
@@ -767,7 +776,9 @@ class MvccStore:
                 codec.decode_kv_into(rk, value, KeyValue())
                 assert value is not None
                 h = codec.crc32(value, codec.crc32(rk, h))
-            resp = HashKVResponse(hash=h, compact_revision=self._compacted, hash_revision=rev)
+            # etcd answers -1 for a store that was never compacted.
+            compacted = self._compacted if self._compacted > 0 else -1
+            resp = HashKVResponse(hash=h, compact_revision=compacted, hash_revision=rev)
             resp.header.revision = self._rev
             return resp
 
@@ -866,7 +877,8 @@ class MvccStore:
             )
             self._index = index
             self._leases = leases
-            self._rev = header.revision
+            # A snapshot of an empty store may say revision 0 (older members wrote that).
+            self._rev = max(header.revision, 1)
             self._compacted = header.compacted
 
 

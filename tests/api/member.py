@@ -120,6 +120,10 @@ class Served:
         self.loop.call_soon_threadsafe(go)
         return fut.result(timeout=30)
 
+    def revision(self) -> int:
+        """The member's store revision now (an empty store is at 1, as etcd's)."""
+        return self.call(lambda: self.member.store.revision)
+
     def close(self) -> None:
         async def stop() -> None:
             self._housekeeping.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,12 +32,13 @@ def ctl(served: Served, *args: str, stdin: str | None = None) -> str:
 
 
 def test_put_get_del(served: Served) -> None:
+    base = served.revision()
     assert ctl(served, "put", "foo", "bar") == "OK\n"
     assert ctl(served, "put", "foo2", "baz") == "OK\n"
     assert ctl(served, "get", "foo") == "foo\nbar\n"
     assert ctl(served, "get", "foo", "--prefix", "--keys-only") == "foo\n\nfoo2\n\n"
     assert ctl(served, "del", "foo", "--prefix") == "2\n"
-    assert ctl(served, "get", "foo", "--rev=1") == "foo\nbar\n"
+    assert ctl(served, "get", "foo", f"--rev={base + 1}") == "foo\nbar\n"
     assert ctl(served, "get", "foo", "--prefix") == ""
 
 
@@ -107,8 +109,19 @@ def test_watch_from_revision(served: Served) -> None:
     assert "".join(lines) == "PUT\nh\na\nPUT\nh\nb\n"
 
 
+def test_fresh_store_is_at_revision_1(served: Served) -> None:
+    """As etcd's: nothing at revision 1, the first write gets revision 2."""
+    assert ctl(served, "get", "foo", "--rev=1") == ""
+    assert json.loads(ctl(served, "get", "foo", "-w", "json"))["header"]["revision"] == 1
+    ctl(served, "put", "foo", "bar")
+    assert json.loads(ctl(served, "get", "foo", "-w", "json"))["header"]["revision"] == 2
+    assert ctl(served, "get", "foo", "--rev=1") == ""
+
+
 def test_compaction(served: Served) -> None:
+    base = served.revision()
     for v in ("a", "b", "c"):
         ctl(served, "put", "c", v)
-    assert ctl(served, "compaction", "2") == "compacted revision 2\n"
-    assert ctl(served, "get", "c", "--rev=2", "--print-value-only") == "b\n"
+    mid = base + 2
+    assert ctl(served, "compaction", str(mid)) == f"compacted revision {mid}\n"
+    assert ctl(served, "get", "c", f"--rev={mid}", "--print-value-only") == "b\n"

@@ -60,7 +60,8 @@ def stub(tmp_path: Path) -> Iterator[rpc_pb2_grpc.KVStub]:
 
 
 def test_put_and_range_over_grpc(stub: rpc_pb2_grpc.KVStub) -> None:
-    assert stub.Put(pb.PutRequest(key=b"foo", value=b"bar")).header.revision == 1
+    base = stub.Range(pb.RangeRequest(key=b"foo")).header.revision
+    assert stub.Put(pb.PutRequest(key=b"foo", value=b"bar")).header.revision == base + 1
     resp = stub.Range(pb.RangeRequest(key=b"foo"))
     assert [(kv.key, kv.value, kv.version) for kv in resp.kvs] == [(b"foo", b"bar", 1)]
 

@@ -18,14 +18,20 @@ def status(fn, *args):  # type: ignore[no-untyped-def]
 
 
 def test_put_and_range_with_headers(kv: rpc_pb2_grpc.KVStub, served: Served) -> None:
+    base = served.revision()
     resp = kv.Put(pb.PutRequest(key=b"foo", value=b"bar"))
     h = resp.header
-    assert (h.cluster_id, h.member_id, h.raft_term, h.revision) == (CLUSTER_ID, MEMBER_ID, 1, 1)
+    assert (h.cluster_id, h.member_id, h.raft_term, h.revision) == (
+        CLUSTER_ID,
+        MEMBER_ID,
+        1,
+        base + 1,
+    )
     resp = kv.Put(pb.PutRequest(key=b"foo", value=b"baz", prev_kv=True))
-    assert resp.prev_kv.value == b"bar" and resp.header.revision == 2
+    assert resp.prev_kv.value == b"bar" and resp.header.revision == base + 2
     got = kv.Range(pb.RangeRequest(key=b"foo"))
     assert [(x.key, x.value, x.version) for x in got.kvs] == [(b"foo", b"baz", 2)]
-    assert got.header.revision == 2 and got.header.member_id == MEMBER_ID
+    assert got.header.revision == base + 2 and got.header.member_id == MEMBER_ID
 
 
 def test_linearizable_reads_wait_for_the_barrier(kv: rpc_pb2_grpc.KVStub, served: Served) -> None:
@@ -89,17 +95,19 @@ def test_apply_errors_reach_the_client(kv: rpc_pb2_grpc.KVStub) -> None:
     )
 
 
-def test_delete_range(kv: rpc_pb2_grpc.KVStub) -> None:
+def test_delete_range(kv: rpc_pb2_grpc.KVStub, served: Served) -> None:
+    base = served.revision()
     for k in (b"a1", b"a2", b"b1"):
         kv.Put(pb.PutRequest(key=k, value=k))
     resp = kv.DeleteRange(pb.DeleteRangeRequest(key=b"a", range_end=b"b", prev_kv=True))
     assert resp.deleted == 2 and [x.key for x in resp.prev_kvs] == [b"a1", b"a2"]
-    assert resp.header.revision == 4
+    assert resp.header.revision == base + 4
     resp = kv.DeleteRange(pb.DeleteRangeRequest(key=b"zz"))
-    assert resp.deleted == 0 and resp.header.revision == 4
+    assert resp.deleted == 0 and resp.header.revision == base + 4
 
 
 def test_read_only_txn_is_not_proposed(kv: rpc_pb2_grpc.KVStub, served: Served) -> None:
+    base = served.revision()
     kv.Put(pb.PutRequest(key=b"k", value=b"v"))
     proposals, barriers = served.member.proposals, served.member.barriers
     txn = pb.TxnRequest(
@@ -109,7 +117,7 @@ def test_read_only_txn_is_not_proposed(kv: rpc_pb2_grpc.KVStub, served: Served) 
     )
     resp = kv.Txn(txn)
     assert resp.succeeded and resp.responses[0].response_range.kvs[0].value == b"v"
-    assert resp.header.revision == 1
+    assert resp.header.revision == base + 1
     assert served.member.proposals == proposals
     assert served.member.barriers == barriers + 1
     txn.success[0].request_range.serializable = True
@@ -130,16 +138,17 @@ def test_write_txn(kv: rpc_pb2_grpc.KVStub, served: Served) -> None:
     assert served.member.proposals == 2
 
 
-def test_compact(kv: rpc_pb2_grpc.KVStub) -> None:
+def test_compact(kv: rpc_pb2_grpc.KVStub, served: Served) -> None:
+    base = served.revision()
     for i in range(5):
         kv.Put(pb.PutRequest(key=b"k", value=str(i).encode()))
-    assert kv.Compact(pb.CompactionRequest(revision=3)).header.revision == 5
-    assert status(kv.Range, pb.RangeRequest(key=b"k", revision=2)) == (
+    assert kv.Compact(pb.CompactionRequest(revision=base + 3)).header.revision == base + 5
+    assert status(kv.Range, pb.RangeRequest(key=b"k", revision=base + 2)) == (
         grpc.StatusCode.OUT_OF_RANGE,
         "etcdserver: mvcc: required revision has been compacted",
     )
-    assert status(kv.Compact, pb.CompactionRequest(revision=3)) == (
+    assert status(kv.Compact, pb.CompactionRequest(revision=base + 3)) == (
         grpc.StatusCode.OUT_OF_RANGE,
         "etcdserver: mvcc: required revision has been compacted",
     )
-    assert kv.Range(pb.RangeRequest(key=b"k", revision=3)).kvs[0].value == b"2"
+    assert kv.Range(pb.RangeRequest(key=b"k", revision=base + 3)).kvs[0].value == b"2"

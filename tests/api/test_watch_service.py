@@ -53,8 +53,9 @@ class Client:
 
 
 def test_watch_put_delete_and_cancel(
-    watch: rpc_pb2_grpc.WatchStub, kv: rpc_pb2_grpc.KVStub
+    watch: rpc_pb2_grpc.WatchStub, kv: rpc_pb2_grpc.KVStub, served: Served
 ) -> None:
+    base = served.revision()
     c = Client(watch)
     try:
         created = c.create(key=b"foo", prev_kv=True)
@@ -69,13 +70,13 @@ def test_watch_put_delete_and_cancel(
         got = [c.recv() for _ in range(4)]
         foo = [e for r in got if r.watch_id == 0 for e in r.events]
         assert [(e.type, e.kv.value, e.kv.mod_revision) for e in foo] == [
-            (PUT, b"1", 1),
-            (PUT, b"3", 3),
-            (DELETE, b"", 4),
+            (PUT, b"1", base + 1),
+            (PUT, b"3", base + 3),
+            (DELETE, b"", base + 4),
         ]
         assert foo[1].prev_kv.value == b"1" and foo[2].prev_kv.value == b"3"
         (p,) = [r for r in got if r.watch_id == 1]
-        assert [e.kv.key for e in p.events] == [b"p/x"] and p.header.revision == 2
+        assert [e.kv.key for e in p.events] == [b"p/x"] and p.header.revision == base + 2
         c.send(pb.WatchRequest(cancel_request=pb.WatchCancelRequest(watch_id=0)))
         canceled = c.recv()
         assert (canceled.watch_id, canceled.canceled) == (0, True)
@@ -88,23 +89,24 @@ def test_watch_put_delete_and_cancel(
 
 
 def test_watch_history_progress_and_compaction(
-    watch: rpc_pb2_grpc.WatchStub, kv: rpc_pb2_grpc.KVStub
+    watch: rpc_pb2_grpc.WatchStub, kv: rpc_pb2_grpc.KVStub, served: Served
 ) -> None:
+    base = served.revision()
     for i in range(5):
         kv.Put(pb.PutRequest(key=b"k", value=str(i).encode()))
-    kv.Compact(pb.CompactionRequest(revision=3))
+    kv.Compact(pb.CompactionRequest(revision=base + 3))
     c = Client(watch)
     try:
-        assert c.create(key=b"k", start_revision=3).created
+        assert c.create(key=b"k", start_revision=base + 3).created
         r = c.recv()
-        assert [e.kv.mod_revision for e in r.events] == [3, 4, 5]
+        assert [e.kv.mod_revision for e in r.events] == [base + 3, base + 4, base + 5]
         c.send(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
         p = c.recv()
-        assert (p.watch_id, p.header.revision, len(p.events)) == (-1, 5, 0)
+        assert (p.watch_id, p.header.revision, len(p.events)) == (-1, base + 5, 0)
         created = c.create(key=b"k", start_revision=1)
         assert created.created and created.watch_id == 1
         gone = c.recv()
-        assert (gone.watch_id, gone.canceled, gone.compact_revision) == (1, True, 3)
+        assert (gone.watch_id, gone.canceled, gone.compact_revision) == (1, True, base + 3)
     finally:
         c.close()
 
@@ -126,6 +128,7 @@ def test_closed_streams_release_their_watchers(
 
 def test_a_client_that_stops_reading_lags_then_gets_every_event(tmp_path) -> None:  # type: ignore[no-untyped-def]
     served = Served(tmp_path / "slow", max_pending=8, catch_up_events=50)
+    base = served.revision()
     # No window auto-tuning: a client that does not read must soon stop the server's writes.
     channel = grpc.insecure_channel(served.endpoint, options=[("grpc.http2.bdp_probe", 0)])
     try:
@@ -152,7 +155,7 @@ def test_a_client_that_stops_reading_lags_then_gets_every_event(tmp_path) -> Non
         revs: list[int] = []
         while len(revs) < n:
             revs.extend(e.kv.mod_revision for e in next(call).events)
-        assert revs == list(range(1, n + 1))
+        assert revs == list(range(base + 1, base + n + 1))
         call.cancel()
         requests.put(None)
     finally:

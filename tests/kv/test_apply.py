@@ -13,6 +13,7 @@ from flotilla.node.kv.requests import LeaseExpire
 
 
 def test_results_follow_entries_and_errors_are_results(m: Machine) -> None:
+    base = m.store.revision
     out = m.apply(
         pb.PutRequest(key=b"a", value=b"1"),
         pb.PutRequest(key=b"", value=b"x"),
@@ -30,12 +31,12 @@ def test_results_follow_entries_and_errors_are_results(m: Machine) -> None:
         errors.FutureRevisionError,
         pb.LeaseGrantResponse,
     ]
-    assert out.revision == m.store.revision == 2
+    assert out.revision == m.store.revision == base + 2
     assert [(e.type, e.kv.key, e.kv.mod_revision) for e in out.events] == [
-        (0, b"a", 1),
-        (1, b"a", 2),
+        (0, b"a", base + 1),
+        (1, b"a", base + 2),
     ]
-    assert out.results[4][1].header.revision == 2  # type: ignore[attr-defined]
+    assert out.results[4][1].header.revision == base + 2  # type: ignore[attr-defined]
 
 
 def test_malformed_entry_is_answered_not_fatal(m: Machine) -> None:
@@ -72,7 +73,8 @@ def random_requests(rng: random.Random, n: int) -> list[object]:
         elif roll < 0.93:
             reqs.append(LeaseExpire((11, 12)))
         else:
-            reqs.append(pb.CompactionRequest(revision=rng.randint(1, i + 1)))
+            # Shifted with the revisions: an empty store is at 1, its first change at 2.
+            reqs.append(pb.CompactionRequest(revision=rng.randint(1, i + 1) + 1))
     return reqs
 
 

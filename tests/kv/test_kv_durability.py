@@ -10,7 +10,7 @@ import pytest
 from kvharness import Harness, kvs
 
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
-from flotilla.node.kv import errors
+from flotilla.node.kv import errors, snapshot
 from flotilla.node.kv.store import MvccStore
 
 
@@ -31,18 +31,24 @@ def workload(h: Harness) -> None:
 
 
 def test_reopen_rebuilds_index_and_state(h: Harness) -> None:
+    base = h.store.revision
     workload(h)
     before = h.get(b"\x00", b"\x00")
     store = h.reopen()
-    assert store.revision == 6
+    assert store.revision == base + 6
     after = h.get(b"\x00", b"\x00")
     assert after == before
-    assert h.get(b"b", revision=3).kvs[0].value == b"2"
+    assert h.get(b"b", revision=base + 3).kvs[0].value == b"2"
     assert store.keys_for_lease(5) == [b"a", b"e"]
     assert store.keys_for_lease(6) == [b"c"]
     kv = h.get(b"a").kvs[0]
-    assert (kv.create_revision, kv.mod_revision, kv.version, kv.lease) == (1, 3, 2, 5)
-    assert h.put(b"a", b"7").header.revision == 7
+    assert (kv.create_revision, kv.mod_revision, kv.version, kv.lease) == (
+        base + 1,
+        base + 3,
+        2,
+        5,
+    )
+    assert h.put(b"a", b"7").header.revision == base + 7
 
 
 def _flip_byte(h: Harness, key: bytes, offset: int = -1) -> None:
@@ -84,33 +90,40 @@ def test_record_moved_to_another_key_is_detected(h: Harness) -> None:
 def test_corrupt_metadata_is_detected(h: Harness) -> None:
     h.put(b"a", b"1")
     h.put(b"a", b"2")
-    h.compact(1)
+    first = h.store.revision - 1
+    h.compact(first)
     for name in (b"kv/mcurrent", b"kv/mcompacted"):
         _flip_byte(h, name)
         with pytest.raises(errors.CorruptDataError):
             h.reopen()
         _flip_byte(h, name)
-    assert h.reopen().compacted_revision == 1
+    assert h.reopen().compacted_revision == first
 
 
 def test_hash_kv_equal_after_identical_operations(tmp_path: Path) -> None:
     one = Harness(tmp_path / "one")
     two = Harness(tmp_path / "two")
     try:
+        base = one.store.revision
+        assert two.store.revision == base
         for x in (one, two):
             workload(x)
-            x.compact(3)
+            x.compact(base + 3)
         h1 = one.store.hash_kv()
         h2 = two.store.hash_kv()
         assert h1.hash == h2.hash and h1.hash != 0
-        assert (h1.compact_revision, h1.hash_revision, h1.header.revision) == (3, 6, 6)
-        assert one.store.hash_kv(4).hash == two.store.hash_kv(4).hash
-        assert one.store.hash_kv(4).hash != h1.hash
+        assert (h1.compact_revision, h1.hash_revision, h1.header.revision) == (
+            base + 3,
+            base + 6,
+            base + 6,
+        )
+        assert one.store.hash_kv(base + 4).hash == two.store.hash_kv(base + 4).hash
+        assert one.store.hash_kv(base + 4).hash != h1.hash
         two.put(b"z")
-        assert two.store.hash_kv(6).hash == h1.hash
+        assert two.store.hash_kv(base + 6).hash == h1.hash
         assert two.store.hash_kv().hash != h1.hash
         with pytest.raises(errors.CompactedError):
-            one.store.hash_kv(2)
+            one.store.hash_kv(base + 2)
         with pytest.raises(errors.FutureRevisionError):
             one.store.hash_kv(99)
     finally:
@@ -118,9 +131,24 @@ def test_hash_kv_equal_after_identical_operations(tmp_path: Path) -> None:
         two.close()
 
 
-def test_snapshot_restore_round_trip(h: Harness, tmp_path: Path) -> None:
+def test_hash_kv_compact_revision_is_minus_one_until_compacted(h: Harness) -> None:
+    """etcd answers compact_revision -1 for a store that was never compacted."""
+    empty = h.store.hash_kv()
+    assert (empty.compact_revision, empty.hash_revision, empty.header.revision) == (-1, 1, 1)
+    assert h.store.hash_kv(1).compact_revision == -1
     workload(h)
-    h.compact(2)
+    assert h.store.hash_kv().compact_revision == -1
+    h.reopen()
+    assert h.store.hash_kv().compact_revision == -1
+    h.compact(1)
+    assert h.store.hash_kv().compact_revision == 1
+    assert h.reopen().hash_kv().compact_revision == 1
+
+
+def test_snapshot_restore_round_trip(h: Harness, tmp_path: Path) -> None:
+    base = h.store.revision
+    workload(h)
+    h.compact(base + 2)
     buf = io.BytesIO()
     size = h.store.snapshot(buf)
     assert size == len(buf.getvalue())
@@ -139,9 +167,9 @@ def test_snapshot_restore_round_trip(h: Harness, tmp_path: Path) -> None:
         # ...and after a reopen, identical in every observable way.
         store = other.reopen()
         assert store.revision == h.store.revision
-        assert store.compacted_revision == 2
+        assert store.compacted_revision == base + 2
         assert other.get(b"\x00", b"\x00") == h.get(b"\x00", b"\x00")
-        assert other.get(b"b", revision=3) == h.get(b"b", revision=3)
+        assert other.get(b"b", revision=base + 3) == h.get(b"b", revision=base + 3)
         assert store.hash_kv().hash == h.store.hash_kv().hash
         assert store.keys_for_lease(5) == [b"a", b"e"]
         assert other.get(b"stale").count == 0
@@ -150,6 +178,7 @@ def test_snapshot_restore_round_trip(h: Harness, tmp_path: Path) -> None:
 
 
 def test_snapshot_is_chunked_and_consistent_while_applying(h: Harness) -> None:
+    base = h.store.revision
     for i in range(200):
         h.put(b"k%03d" % i, b"v" * 100)
     chunks = h.store.snapshot_chunks(chunk_size=4096)
@@ -163,7 +192,7 @@ def test_snapshot_is_chunked_and_consistent_while_applying(h: Harness) -> None:
         store = MvccStore(db)
         with db.write_batch() as batch:
             store.restore(io.BytesIO(data), batch)
-        assert store.revision == 200
+        assert store.revision == base + 200
         assert store.range(pb.RangeRequest(key=b"later")).count == 0
     finally:
         db.close()
@@ -197,9 +226,23 @@ def test_restore_in_the_batch_of_earlier_applies(h: Harness, tmp_path: Path) -> 
     h.put(b"a")
     h.put(b"b")
     batch = h.db.write_batch()
-    h.store.put(pb.PutRequest(key=b"pending", value=b"x"), batch)  # revision 3, not on disk
+    h.store.put(pb.PutRequest(key=b"pending", value=b"x"), batch)  # revision 4, not on disk
     h.store.restore(io.BytesIO(data), batch)
     batch.write()
     store = h.reopen()
     assert kvs(h.get(b"\x00", b"\x00")) == [(b"only", b"1")]
-    assert store.revision == 1
+    assert store.revision == 2  # the source's: its one put after the empty store's 1
+
+
+def test_restoring_an_empty_snapshot_at_revision_0_gives_revision_1(h: Harness) -> None:
+    """Members that counted an empty store as revision 0 wrote that into their snapshots."""
+    h.put(b"a")
+    data = b"".join(snapshot.write_chunks(snapshot.Header(0, 0, 0), []))
+    batch = h.db.write_batch()
+    h.store.restore(io.BytesIO(data), batch)
+    batch.write()
+    h.store.batch_written()
+    assert h.store.revision == 1
+    assert h.get(b"a").count == 0
+    assert h.reopen().revision == 1
+    assert h.put(b"a").header.revision == 2

@@ -14,6 +14,7 @@ from flotilla.node.kv.store import MvccStore
 def test_applied_index_commits_atomically_with_the_entry(tmp_path: Path) -> None:
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     store = MvccStore(db, prefix=b"kv/")
+    base = store.revision
     with db.write_batch(transaction=True) as batch:
         store.put(pb.PutRequest(key=b"a", value=b"1"), batch)
         batch.put(b"raft/applied", b"\x00" * 7 + b"\x01")
@@ -22,7 +23,7 @@ def test_applied_index_commits_atomically_with_the_entry(tmp_path: Path) -> None
 
     db = plyvel.DB(str(tmp_path / "db"))
     store = MvccStore(db, prefix=b"kv/")
-    assert store.revision == 1 and db.get(b"raft/applied") == b"\x00" * 7 + b"\x01"
+    assert store.revision == base + 1 and db.get(b"raft/applied") == b"\x00" * 7 + b"\x01"
     # Other data in the same database is not the store's.
     assert store.range(pb.RangeRequest(key=b"\x00", range_end=b"\x00")).count == 1
     db.close()
@@ -32,6 +33,8 @@ def test_two_stores_in_one_database_stay_apart(tmp_path: Path) -> None:
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     one = MvccStore(db, prefix=b"one/")
     two = MvccStore(db.prefixed_db(b"two"), prefix=b"/")
+    base = one.revision
+    assert two.revision == base
     with db.write_batch() as batch:
         one.put(pb.PutRequest(key=b"k", value=b"1"), batch)
     with db.prefixed_db(b"two").write_batch() as batch:
@@ -39,7 +42,7 @@ def test_two_stores_in_one_database_stay_apart(tmp_path: Path) -> None:
         two.put(pb.PutRequest(key=b"k", value=b"3"), batch)
     one2 = MvccStore(db, prefix=b"one/")
     two2 = MvccStore(db.prefixed_db(b"two"), prefix=b"/")
-    assert one2.revision == 1 and two2.revision == 2
+    assert one2.revision == base + 1 and two2.revision == base + 2
     assert one2.range(pb.RangeRequest(key=b"k")).kvs[0].value == b"1"
     assert two2.range(pb.RangeRequest(key=b"k")).kvs[0].value == b"3"
     assert len(b"".join(two2.snapshot_chunks())) > 0

@@ -30,10 +30,11 @@ class Model:
     """etcd semantics, spelled out as simply as possible."""
 
     def __init__(self) -> None:
-        self.rev = 0
+        # An empty store is at revision 1 (nothing stored there), so the first change is 2.
+        self.rev = 1
         self.compacted = 0
         self.state: dict[bytes, Val] = {}
-        self.history: dict[int, dict[bytes, Val]] = {0: {}}
+        self.history: dict[int, dict[bytes, Val]] = {1: {}}
 
     def _commit(self, state: dict[bytes, Val]) -> None:
         self.rev += 1

@@ -12,13 +12,14 @@ from flotilla.node.kv import errors
 
 @pytest.fixture
 def filled(h: Harness) -> Harness:
-    # rev 2..6: a=1, b=22, c=3, d=4 (d created at 5), then b rewritten at 6 with value "0".
-    h.put(b"x/skip")  # rev 1, outside the tested prefix
-    h.put(b"a", b"1")  # 2
-    h.put(b"b", b"22")  # 3
-    h.put(b"c", b"3")  # 4
-    h.put(b"d", b"4")  # 5
-    h.put(b"b", b"0")  # 6
+    # The empty store is at rev 1, as etcd's.
+    # rev 3..7: a=1, b=22, c=3, d=4 (d created at 6), then b rewritten at 7 with value "0".
+    h.put(b"x/skip")  # rev 2, outside the tested prefix
+    h.put(b"a", b"1")  # 3
+    h.put(b"b", b"22")  # 4
+    h.put(b"c", b"3")  # 5
+    h.put(b"d", b"4")  # 6
+    h.put(b"b", b"0")  # 7
     return h
 
 
@@ -52,7 +53,7 @@ def test_keys_only(filled: Harness) -> None:
     resp = filled.get(b"a", b"c", keys_only=True)
     assert [(kv.key, kv.value, kv.version) for kv in resp.kvs] == [(b"a", b"", 1), (b"b", b"", 2)]
     single = filled.get(b"b", keys_only=True).kvs[0]
-    assert single.value == b"" and single.mod_revision == 6
+    assert single.value == b"" and single.mod_revision == 7
 
 
 @pytest.mark.parametrize(
@@ -87,29 +88,30 @@ def test_revision_filters(filled: Harness) -> None:
     def keys(**kw: int) -> list[bytes]:
         return [kv.key for kv in filled.get(b"a", b"e", **kw).kvs]
 
-    assert keys(min_mod_revision=5) == [b"b", b"d"]
-    assert keys(max_mod_revision=4) == [b"a", b"c"]
-    assert keys(min_create_revision=4) == [b"c", b"d"]
-    assert keys(max_create_revision=3) == [b"a", b"b"]
-    assert keys(min_create_revision=3, max_create_revision=4) == [b"b", b"c"]
+    assert keys(min_mod_revision=6) == [b"b", b"d"]
+    assert keys(max_mod_revision=5) == [b"a", b"c"]
+    assert keys(min_create_revision=5) == [b"c", b"d"]
+    assert keys(max_create_revision=4) == [b"a", b"b"]
+    assert keys(min_create_revision=4, max_create_revision=5) == [b"b", b"c"]
     # Filters do not change count, which reflects the whole range.
-    resp = filled.get(b"a", b"e", min_mod_revision=6, limit=1)
+    resp = filled.get(b"a", b"e", min_mod_revision=7, limit=1)
     assert resp.count == 4 and [kv.key for kv in resp.kvs] == [b"b"] and not resp.more
-    assert filled.get(b"a", max_mod_revision=1).kvs == []
+    assert filled.get(b"a", max_mod_revision=2).kvs == []
 
 
 def test_read_at_old_revision(filled: Harness) -> None:
-    resp = filled.get(b"a", b"e", revision=3)
+    resp = filled.get(b"a", b"e", revision=4)
     assert kvs(resp) == [(b"a", b"1"), (b"b", b"22")]
-    assert resp.header.revision == 6  # the header always carries the current revision
-    assert filled.get(b"b", revision=5).kvs[0].value == b"22"
-    assert filled.get(b"a", b"e", revision=3, count_only=True).count == 2
-    assert filled.get(b"a", revision=1).count == 0
+    assert resp.header.revision == 7  # the header always carries the current revision
+    assert filled.get(b"b", revision=6).kvs[0].value == b"22"
+    assert filled.get(b"a", b"e", revision=4, count_only=True).count == 2
+    assert filled.get(b"a", revision=2).count == 0
+    assert filled.get(b"\x00", b"\x00", revision=1).count == 0
 
 
 def test_future_revision(filled: Harness) -> None:
     with pytest.raises(errors.FutureRevisionError) as exc:
-        filled.get(b"a", revision=7)
+        filled.get(b"a", revision=8)
     assert exc.value.code == grpc.StatusCode.OUT_OF_RANGE
     assert exc.value.message == "etcdserver: mvcc: required revision is a future revision"
 

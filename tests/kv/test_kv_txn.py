@@ -44,9 +44,10 @@ def nested(req: pb.TxnRequest) -> pb.RequestOp:
 
 @pytest.fixture
 def ab(h: Harness) -> Harness:
-    h.put(b"a", b"apple", lease=0)  # rev 1
-    h.put(b"b", b"banana")  # rev 2
-    h.put(b"b", b"blueberry")  # rev 3, version 2
+    # The empty store is at rev 1, as etcd's.
+    h.put(b"a", b"apple", lease=0)  # rev 2
+    h.put(b"b", b"banana")  # rev 3
+    h.put(b"b", b"blueberry")  # rev 4, version 2
     return h
 
 
@@ -59,9 +60,9 @@ def ab(h: Harness) -> Harness:
         (cmp(b"a", C.VALUE, C.NOT_EQUAL, value=b"apple"), False),
         (cmp(b"b", C.VERSION, C.EQUAL, version=2), True),
         (cmp(b"b", C.VERSION, C.GREATER, version=1), True),
-        (cmp(b"b", C.CREATE, C.EQUAL, create_revision=2), True),
-        (cmp(b"b", C.MOD, C.EQUAL, mod_revision=3), True),
-        (cmp(b"b", C.MOD, C.LESS, mod_revision=3), False),
+        (cmp(b"b", C.CREATE, C.EQUAL, create_revision=3), True),
+        (cmp(b"b", C.MOD, C.EQUAL, mod_revision=4), True),
+        (cmp(b"b", C.MOD, C.LESS, mod_revision=4), False),
         (cmp(b"a", C.LEASE, C.EQUAL, lease=0), True),
         # A missing key compares as all-zero, except on VALUE, which always fails.
         (cmp(b"zz", C.VERSION, C.EQUAL, version=0), True),
@@ -71,7 +72,7 @@ def ab(h: Harness) -> Harness:
         # range_end: every key in the range must satisfy the compare.
         (cmp(b"a", C.VERSION, C.GREATER, b"c", version=0), True),
         (cmp(b"a", C.VERSION, C.EQUAL, b"c", version=2), False),
-        (cmp(b"a", C.MOD, C.LESS, b"\x00", mod_revision=4), True),
+        (cmp(b"a", C.MOD, C.LESS, b"\x00", mod_revision=5), True),
         (cmp(b"c", C.VERSION, C.EQUAL, b"d", version=0), True),
     ],
 )
@@ -80,7 +81,7 @@ def test_compare(ab: Harness, compare: pb.Compare, expected: bool) -> None:
     assert resp.succeeded is expected
     (r,) = resp.responses
     assert r.response_range.kvs[0].key == (b"a" if expected else b"b")
-    assert resp.header.revision == 3  # read-only txn: no new revision
+    assert resp.header.revision == 4  # read-only txn: no new revision
 
 
 def test_compares_are_a_conjunction(ab: Harness) -> None:
@@ -95,26 +96,26 @@ def test_writes_share_one_revision(ab: Harness) -> None:
         lambda b: ab.store.txn(txn([], [put(b"x", b"1"), dele(b"a"), put(b"y", b"2")]), b)
     )
     resp = applied.response
-    assert resp.succeeded and resp.header.revision == 4
+    assert resp.succeeded and resp.header.revision == 5
     assert [r.WhichOneof("response") for r in resp.responses] == [
         "response_put",
         "response_delete_range",
         "response_put",
     ]
-    assert resp.responses[0].response_put.header.revision == 4
+    assert resp.responses[0].response_put.header.revision == 5
     assert resp.responses[1].response_delete_range.deleted == 1
     assert [(e.kv.key, e.kv.mod_revision) for e in applied.events] == [
-        (b"x", 4),
-        (b"a", 4),
-        (b"y", 4),
+        (b"x", 5),
+        (b"a", 5),
+        (b"y", 5),
     ]
-    assert ab.get(b"x").kvs[0].create_revision == 4
+    assert ab.get(b"x").kvs[0].create_revision == 5
 
 
 def test_reads_inside_txn_see_earlier_writes(ab: Harness) -> None:
-    resp = ab.txn(txn([], [put(b"n", b"new"), rng(b"n"), rng(b"a", revision=1)]))
+    resp = ab.txn(txn([], [put(b"n", b"new"), rng(b"n"), rng(b"a", revision=2)]))
     got = resp.responses[1].response_range
-    assert got.kvs[0].value == b"new" and got.header.revision == 4
+    assert got.kvs[0].value == b"new" and got.header.revision == 5
     assert resp.responses[2].response_range.kvs[0].value == b"apple"
 
 
@@ -129,7 +130,7 @@ def test_nested_txn(ab: Harness) -> None:
     sub = resp.responses[1].response_txn
     assert sub.succeeded and sub.header.revision == 0  # etcd leaves nested headers unset
     assert ab.get(b"inner").kvs[0].value == b"then"
-    assert ab.store.revision == 4
+    assert ab.store.revision == 5
 
 
 def test_nested_compares_see_state_before_the_txn(ab: Harness) -> None:
@@ -158,7 +159,7 @@ def test_duplicate_key_rejected(ab: Harness, request_: pb.TxnRequest) -> None:
         ab.txn(request_)
     assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert exc.value.message == "etcdserver: duplicate key given in txn request"
-    assert ab.store.revision == 3
+    assert ab.store.revision == 4
 
 
 def test_allowed_repeats(ab: Harness) -> None:
@@ -166,7 +167,7 @@ def test_allowed_repeats(ab: Harness) -> None:
     ab.txn(txn([], [nested(txn([], [put(b"k", b"1")], [put(b"k", b"2")]))]))
     resp = ab.txn(txn([], [dele(b"a", b"c"), dele(b"b", b"d")]))
     assert [r.response_delete_range.deleted for r in resp.responses] == [2, 0]
-    assert ab.store.revision == 5
+    assert ab.store.revision == 6
 
 
 def test_too_many_ops(h: Harness) -> None:
@@ -193,9 +194,9 @@ def test_failed_check_changes_nothing(ab: Harness) -> None:
     with pytest.raises(errors.KeyNotFoundError):
         ab.store.txn(txn([], [put(b"first", b"1"), put(b"missing", ignore_value=True)]), batch)
     batch.write()
-    assert ab.get(b"first").count == 0 and ab.store.revision == 3
+    assert ab.get(b"first").count == 0 and ab.store.revision == 4
     with pytest.raises(errors.FutureRevisionError):
-        ab.txn(txn([], [put(b"first", b"1"), rng(b"a", revision=4)]))
+        ab.txn(txn([], [put(b"first", b"1"), rng(b"a", revision=5)]))
     assert ab.get(b"first").count == 0
 
 

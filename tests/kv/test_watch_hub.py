@@ -51,6 +51,7 @@ def hub(m: Machine) -> WatchHub:
 
 
 def test_created_then_live_events(m: Machine, hub: WatchHub) -> None:
+    base = m.store.revision
     apply(m, hub, put(b"x"))
     wakes = []
     s = hub.open_stream(lambda: wakes.append(1))
@@ -58,41 +59,59 @@ def test_created_then_live_events(m: Machine, hub: WatchHub) -> None:
     assert create(s, b"p", b"q") == 1
     assert create(s, b"\0", b"\0", watch_id=7) == 7
     (c0, c1, c7) = drain(s)
-    assert (c0.created, c0.watch_id, c0.header.revision) == (True, 0, 1)
+    assert (c0.created, c0.watch_id, c0.header.revision) == (True, 0, base + 1)
     assert (c1.watch_id, c7.watch_id) == (1, 7)
     apply(m, hub, put(b"a"), put(b"pa"), put(b"b"), pb.DeleteRangeRequest(key=b"a"))
     got = drain(s)
     assert wakes
-    assert events(got, 0) == [(PUT, b"a", 2), (DELETE, b"a", 5)]
-    assert events(got, 1) == [(PUT, b"pa", 3)]
-    assert events(got, 7) == [(PUT, b"a", 2), (PUT, b"pa", 3), (PUT, b"b", 4), (DELETE, b"a", 5)]
-    assert {r.header.revision for r in got} == {5}
+    assert events(got, 0) == [(PUT, b"a", base + 2), (DELETE, b"a", base + 5)]
+    assert events(got, 1) == [(PUT, b"pa", base + 3)]
+    assert events(got, 7) == [
+        (PUT, b"a", base + 2),
+        (PUT, b"pa", base + 3),
+        (PUT, b"b", base + 4),
+        (DELETE, b"a", base + 5),
+    ]
+    assert {r.header.revision for r in got} == {base + 5}
 
 
 def test_replay_from_a_past_revision_then_live_without_duplicates(
     m: Machine, hub: WatchHub
 ) -> None:
+    base = m.store.revision
     for i in range(5):
         apply(m, hub, put(b"k", str(i).encode()))
     s = hub.open_stream()
-    create(s, b"k", start_revision=3)
+    create(s, b"k", start_revision=base + 3)
     got = drain(s)
     assert got[0].created
-    assert events(got) == [(PUT, b"k", 3), (PUT, b"k", 4), (PUT, b"k", 5)]
+    assert events(got) == [(PUT, b"k", base + 3), (PUT, b"k", base + 4), (PUT, b"k", base + 5)]
     apply(m, hub, put(b"k"))
-    assert events(drain(s)) == [(PUT, b"k", 6)]
+    assert events(drain(s)) == [(PUT, b"k", base + 6)]
+
+
+def test_watch_from_revision_1_of_a_fresh_store(m: Machine, hub: WatchHub) -> None:
+    """A fresh store is at revision 1 (as etcd's) and holds nothing there to replay."""
+    s = hub.open_stream()
+    create(s, b"k", start_revision=1)
+    (created,) = drain(s)
+    assert created.created and created.header.revision == 1
+    apply(m, hub, put(b"k"))
+    assert events(drain(s)) == [(PUT, b"k", 2)]
 
 
 def test_future_start_revision_waits(m: Machine, hub: WatchHub) -> None:
+    base = m.store.revision
     s = hub.open_stream()
-    create(s, b"k", start_revision=3)
+    create(s, b"k", start_revision=base + 3)
     drain(s)
     for _ in range(4):
         apply(m, hub, put(b"k"))
-    assert events(drain(s)) == [(PUT, b"k", 3), (PUT, b"k", 4)]
+    assert events(drain(s)) == [(PUT, b"k", base + 3), (PUT, b"k", base + 4)]
 
 
 def test_filters_and_prev_kv(m: Machine, hub: WatchHub) -> None:
+    base = m.store.revision
     s = hub.open_stream()
     no_put = create(s, b"k", filters=[pb.WatchCreateRequest.NOPUT])
     no_del = create(s, b"k", filters=[pb.WatchCreateRequest.NODELETE], prev_kv=True)
@@ -100,8 +119,8 @@ def test_filters_and_prev_kv(m: Machine, hub: WatchHub) -> None:
     drain(s)
     apply(m, hub, put(b"k", b"1"), put(b"k", b"2"), pb.DeleteRangeRequest(key=b"k"))
     got = drain(s)
-    assert events(got, no_put) == [(DELETE, b"k", 3)]
-    assert events(got, no_del) == [(PUT, b"k", 1), (PUT, b"k", 2)]
+    assert events(got, no_put) == [(DELETE, b"k", base + 3)]
+    assert events(got, no_del) == [(PUT, b"k", base + 1), (PUT, b"k", base + 2)]
     (r,) = [r for r in got if r.watch_id == no_del]
     assert not r.events[0].HasField("prev_kv")
     assert r.events[1].prev_kv.value == b"1"
@@ -138,18 +157,24 @@ def test_refused_creates(m: Machine, hub: WatchHub) -> None:
 def test_compacted_start_revision_is_canceled_with_the_compact_revision(
     m: Machine, hub: WatchHub
 ) -> None:
+    base = m.store.revision
     for _ in range(5):
         apply(m, hub, put(b"k"))
-    apply(m, hub, pb.CompactionRequest(revision=4))
+    apply(m, hub, pb.CompactionRequest(revision=base + 4))
     s = hub.open_stream()
-    wid = create(s, b"k", start_revision=2)
+    wid = create(s, b"k", start_revision=base + 2)
     created, canceled = drain(s)
     assert created.created and not created.canceled
-    assert (canceled.watch_id, canceled.canceled, canceled.compact_revision) == (wid, True, 4)
+    assert (canceled.watch_id, canceled.canceled, canceled.compact_revision) == (
+        wid,
+        True,
+        base + 4,
+    )
     assert hub.watcher_count == 0
 
 
 def test_progress_notifications(m: Machine, hub: WatchHub) -> None:
+    base = m.store.revision
     s = hub.open_stream()
     quiet = create(s, b"q", progress_notify=True)
     busy = create(s, b"b", progress_notify=True)
@@ -163,14 +188,14 @@ def test_progress_notifications(m: Machine, hub: WatchHub) -> None:
     hub.tick(10.0)
     got = drain(s)
     # Only the watcher that got no events in the interval hears about progress.
-    assert [(r.watch_id, r.header.revision, len(r.events)) for r in got] == [(quiet, 1, 0)]
+    assert [(r.watch_id, r.header.revision, len(r.events)) for r in got] == [(quiet, base + 1, 0)]
     hub.tick(20.0)
     assert sorted(r.watch_id for r in drain(s)) == sorted([quiet, busy])
     s.request_progress()
     (r,) = drain(s)
     assert (r.watch_id, r.header.revision, r.created, r.canceled) == (
         PROGRESS_ALL_ID,
-        1,
+        base + 1,
         False,
         False,
     )
@@ -178,6 +203,7 @@ def test_progress_notifications(m: Machine, hub: WatchHub) -> None:
 
 def test_slow_stream_lags_then_catches_up_without_gaps(m: Machine) -> None:
     hub = WatchHub(m.store, max_pending=3, catch_up_events=4)
+    base = m.store.revision
     slow = hub.open_stream()
     fast = hub.open_stream()
     sw = create(slow, b"k", b"l")
@@ -196,30 +222,36 @@ def test_slow_stream_lags_then_catches_up_without_gaps(m: Machine) -> None:
     got = drain(slow)
     assert not slow.unsynced
     revs = [rev for _, _, rev in events(got, sw)]
-    assert revs == list(range(1, 80, 2))
+    assert revs == [base + r for r in range(1, 80, 2)]
     assert [rev for _, _, rev in events(fast_got, fw)] == revs
     assert got[-1].watch_id == PROGRESS_ALL_ID
     # Back in sync: live events flow again, each once.
     apply(m, hub, put(b"k-again"))
-    assert [rev for _, _, rev in events(drain(slow))] == [81]
+    assert [rev for _, _, rev in events(drain(slow))] == [base + 81]
 
 
 def test_lagging_watcher_is_canceled_if_history_is_compacted(m: Machine) -> None:
     hub = WatchHub(m.store, max_pending=1)
+    base = m.store.revision
     s = hub.open_stream()
     wid = create(s, b"k")
     drain(s)
     for _ in range(5):
         apply(m, hub, put(b"k"))
     assert s.unsynced
-    apply(m, hub, pb.CompactionRequest(revision=4))
+    apply(m, hub, pb.CompactionRequest(revision=base + 4))
     got = drain(s)
-    assert events(got) == [(PUT, b"k", 1)]
-    assert (got[-1].watch_id, got[-1].canceled, got[-1].compact_revision) == (wid, True, 4)
+    assert events(got) == [(PUT, b"k", base + 1)]
+    assert (got[-1].watch_id, got[-1].canceled, got[-1].compact_revision) == (
+        wid,
+        True,
+        base + 4,
+    )
 
 
 def test_tick_catches_up_streams_that_drained_elsewhere(m: Machine) -> None:
     hub = WatchHub(m.store, max_pending=1)
+    base = m.store.revision
     s = hub.open_stream()
     create(s, b"k")
     drain(s)
@@ -230,7 +262,7 @@ def test_tick_catches_up_streams_that_drained_elsewhere(m: Machine) -> None:
     s.pending -= 1
     hub.tick(0.0)
     assert not s.unsynced
-    assert events(drain(s)) == [(PUT, b"k", 2)]
+    assert events(drain(s)) == [(PUT, b"k", base + 2)]
 
 
 def test_fragments(m: Machine) -> None:
@@ -250,6 +282,7 @@ def test_fragments(m: Machine) -> None:
 
 def test_five_thousand_watchers_on_one_prefix_in_one_pass(m: Machine) -> None:
     hub = WatchHub(m.store)
+    base = m.store.revision
     streams = [hub.open_stream() for _ in range(50)]
     for s in streams:
         for _ in range(100):
@@ -267,7 +300,7 @@ def test_five_thousand_watchers_on_one_prefix_in_one_pass(m: Machine) -> None:
         got = drain(s)
         assert len(got) == 100
         for r in got:
-            assert [e.kv.mod_revision for e in r.events] == list(range(1, 11))
+            assert [e.kv.mod_revision for e in r.events] == list(range(base + 1, base + 11))
         total += len(got)
     assert total == 5000
     assert elapsed < 1.0, elapsed
@@ -276,6 +309,8 @@ def test_five_thousand_watchers_on_one_prefix_in_one_pass(m: Machine) -> None:
 def test_watchers_replay_history_after_a_snapshot_restore(m: Machine, tmp_path) -> None:
     src = Machine(tmp_path / "src")
     try:
+        base = m.store.revision
+        assert src.store.revision == base
         hub = WatchHub(m.store)
         s = hub.open_stream()
         create(s, b"k")
@@ -283,7 +318,7 @@ def test_watchers_replay_history_after_a_snapshot_restore(m: Machine, tmp_path) 
             src.apply(put(b"k", str(i).encode()))
         for i in range(2):
             apply(m, hub, put(b"k", str(i).encode()))
-        assert events(drain(s)) == [(PUT, b"k", 1), (PUT, b"k", 2)]
+        assert events(drain(s)) == [(PUT, b"k", base + 1), (PUT, b"k", base + 2)]
         snap = io.BytesIO()
         src.store.snapshot(snap)
         snap.seek(0)
@@ -292,15 +327,16 @@ def test_watchers_replay_history_after_a_snapshot_restore(m: Machine, tmp_path) 
         batch.write()
         m.store.batch_written()
         hub.restored()
-        assert events(drain(s)) == [(PUT, b"k", r) for r in (3, 4, 5, 6)]
+        assert events(drain(s)) == [(PUT, b"k", base + r) for r in (3, 4, 5, 6)]
         apply(m, hub, put(b"k"))
-        assert events(drain(s)) == [(PUT, b"k", 7)]
+        assert events(drain(s)) == [(PUT, b"k", base + 7)]
     finally:
         src.close()
 
 
 def test_watchers_that_lag_together_share_history_reads(m: Machine) -> None:
     hub = WatchHub(m.store, max_pending=100)
+    base = m.store.revision
     s = hub.open_stream()
     ids = [create(s, b"/p/", b"/p0") for _ in range(1000)]
     drain(s)
@@ -321,4 +357,4 @@ def test_watchers_that_lag_together_share_history_reads(m: Machine) -> None:
     per_watcher: dict[int, list[int]] = {}
     for r in got:
         per_watcher.setdefault(r.watch_id, []).extend(e.kv.mod_revision for e in r.events)
-    assert per_watcher == {i: [1, 2, 3] for i in ids}
+    assert per_watcher == {i: [base + 1, base + 2, base + 3] for i in ids}
