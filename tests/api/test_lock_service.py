@@ -139,7 +139,8 @@ def test_lock_with_unknown_lease_is_etcds_error(lock: v3lock_pb2_grpc.LockStub) 
 def test_unlock_of_nothing_is_not_an_error_but_an_empty_key_is(
     lock: v3lock_pb2_grpc.LockStub,
 ) -> None:
-    assert lock.Unlock(lk.UnlockRequest(key=b"never/held")).header.revision == 0
+    # Nothing changed: the header shows a fresh store's revision, 1 (as etcd).
+    assert lock.Unlock(lk.UnlockRequest(key=b"never/held")).header.revision == 1
     with pytest.raises(grpc.RpcError) as exc:
         lock.Unlock(lk.UnlockRequest(key=b""))
     assert exc.value.code() == grpc.StatusCode.UNKNOWN

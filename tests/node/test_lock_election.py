@@ -198,11 +198,6 @@ def test_lock_and_election_services_across_members(cluster3: ProcessCluster) -> 
         observed.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a new store's first write is revision 1 here and 2 in etcd; clientv3's Election "
-    "then waits for keys created at or below revision 0, i.e. without limit, so for itself",
-)
 def test_etcdctl_elect_as_the_first_write_of_a_new_cluster(cluster3: ProcessCluster) -> None:
     first = Etcdctl(cluster3.endpoints, "elect", "first-election", "v1")
     try:
