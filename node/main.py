@@ -23,13 +23,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import __version__
-from .api import cluster, maintenance
+from .api import cluster, maintenance, membership
 from .api.cluster import ClusterService
+from .api.etcdpb import flotilla_pb2, v3election_pb2, v3lock_pb2
 from .api.etcdpb import rpc_pb2 as pb
-from .api.etcdpb import v3election_pb2, v3lock_pb2
 from .api.handle import GRPC_SERVER_OPTIONS
 from .api.http import HttpEndpoints, health_route, ready_route
 from .api.maintenance import MaintenanceService
+from .api.membership import MembershipService
 from .config import ConfigError, NodeConfig, parse
 from .kv.state import KvStateMachine
 from .logs import setup_logging
@@ -156,6 +157,7 @@ class Member:
                 defragment=self._defragment,
             ),
         )
+        membership.add_to_server(server, MembershipService(self.node))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         services = [
@@ -165,6 +167,7 @@ class Member:
         services += [
             v3lock_pb2.DESCRIPTOR.services_by_name["Lock"].full_name,
             v3election_pb2.DESCRIPTOR.services_by_name["Election"].full_name,
+            flotilla_pb2.DESCRIPTOR.services_by_name["Membership"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ]

@@ -22,9 +22,16 @@ PROTO_DIR = API_DIR / "proto"
 OUT_DIR = API_DIR / "etcdpb"
 
 # Order matters only for readability; protoc resolves imports itself.
-PROTO_FILES = ("kv.proto", "auth.proto", "rpc.proto", "v3lock.proto", "v3election.proto")
+PROTO_FILES = (
+    "kv.proto",
+    "auth.proto",
+    "rpc.proto",
+    "v3lock.proto",
+    "v3election.proto",
+    "flotilla.proto",
+)
 # Only these files declare services, so only they get a *_pb2_grpc module.
-SERVICE_FILES = ("rpc.proto", "v3lock.proto", "v3election.proto")
+SERVICE_FILES = ("rpc.proto", "v3lock.proto", "v3election.proto", "flotilla.proto")
 
 _ABSOLUTE_IMPORT = re.compile(r"^import (\w+_pb2) as (\w+)$", re.MULTILINE)
 

@@ -122,3 +122,57 @@ def test_a_wiped_member_cannot_come_back_under_its_old_identity(
     )
     assert again.returncode == 2
     assert "remove it" in again.stderr and "add it again" in again.stderr, again.stderr
+
+
+def set_voters(endpoint: str, voters: set[int], learners: set[int] = frozenset()) -> list[str]:
+    import grpc
+
+    from flotilla.node.api.etcdpb import flotilla_pb2, flotilla_pb2_grpc
+
+    with grpc.insecure_channel(endpoint) as ch:
+        stub = flotilla_pb2_grpc.MembershipStub(ch)
+        req = flotilla_pb2.SetVotersRequest(voters=sorted(voters), learners=sorted(learners))
+        return [p.phase for p in stub.SetVoters(req, timeout=30)]
+
+
+def test_three_to_five_and_back_in_one_joint_transition_each(cluster: ProcessCluster) -> None:
+    joiners = [add_member(cluster, f"m{i}") for i in (4, 5)]
+    for j in joiners:
+        etcdctl(
+            cluster.endpoints, "member", "add", j.name, f"--peer-urls={j.peer_url}", "--learner"
+        )
+        start_joining(cluster, j)
+    etcdctl(cluster.endpoints, "put", "k", "v")
+    for j in joiners:
+        wait_for(
+            f"{j.name} to catch up",
+            lambda j=j: (
+                "v" in etcdctl(j.endpoint, "get", "k", "--consistency=s", check=False).stdout
+            ),
+            timeout=30,
+        )
+    ids = {str(m.get("name")): int(m["ID"]) for m in members(cluster)}  # type: ignore[call-overload]
+    leader = cluster.wait_leader()
+    phases = wait_for(
+        "the 3 -> 5 transition",
+        lambda: _try(lambda: set_voters(leader.endpoint, set(ids.values()))),
+        timeout=20,
+    )
+    assert phases == ["joint", "done"]
+    assert sum(1 for m in members(cluster) if not m.get("isLearner")) == 5
+
+    keep = {ids["m1"], ids["m2"], ids["m3"]}
+    leader = cluster.wait_leader()
+    assert set_voters(leader.endpoint, keep) == ["joint", "done"]
+    for j in joiners:
+        assert j.popen is not None
+        j.popen.wait(timeout=15)
+    assert len(members(cluster)) == 3
+    etcdctl(cluster.endpoints, "put", "after", "ok")
+
+
+def _try(fn: object) -> object:
+    try:
+        return fn()  # type: ignore[operator]
+    except Exception:
+        return None
