@@ -49,6 +49,10 @@ log = logging.getLogger("flotilla.node")
 MEMBER_ATTRS = b"\xf1"
 """First byte of an entry that publishes a member's name and client URLs (not a KV request,
 whose envelopes start with their format byte, 1)."""
+ALARM = b"\xf2"
+"""First byte of an entry that raises or clears an alarm (replicated, as in etcd)."""
+ALARMS_KEY = b"c/alarms"
+NOSPACE = 1
 APPLIED_KEY = b"a/applied"
 MEMBERS_KEY = b"c/members"
 PROPOSAL_TIMEOUT = 5.0
@@ -134,6 +138,10 @@ class RaftNode:
             state.applied = struct.unpack(">Q", applied_raw)[0] if applied_raw else 0
             state.applied = max(state.applied, state.snapshot.index)
         self.members = {m.id: m for m in members}
+        raw_alarms = self.db.get(ALARMS_KEY)
+        self.alarms: set[tuple[int, int]] = (
+            {(int(m), int(a)) for m, a in json.loads(raw_alarms)} if raw_alarms else set()
+        )
         return RaftCore(raft_cfg, state)
 
     def _save_members(self, members: list[Member], batch: Any = None) -> None:
@@ -342,6 +350,8 @@ class RaftNode:
                 self._apply_conf(e, batch)
             elif e.data.startswith(MEMBER_ATTRS):
                 self._apply_attrs(e.data[len(MEMBER_ATTRS) :], batch)
+            elif e.data.startswith(ALARM):
+                self._apply_alarm(e.data[len(ALARM) :], batch)
             elif e.data:
                 normal.append((e.index, e.data))
         if normal:
@@ -413,6 +423,26 @@ class RaftNode:
         )
         self._save_members(list(self.members.values()), batch)
 
+    def _apply_alarm(self, data: bytes, batch: Any) -> None:
+        doc = json.loads(data)
+        self.waiters.resolve(bytes.fromhex(doc["rid"]), None)
+        alarm = (int(doc["member"]), int(doc["alarm"]))
+        if doc["action"] == "activate":
+            if alarm not in self.alarms:
+                log.warning("alarm %d raised for member %x", alarm[1], alarm[0])
+            self.alarms.add(alarm)
+        elif doc.get("member") == 0:  # disarm this alarm type for every member
+            self.alarms = {a for a in self.alarms if a[1] != alarm[1]}
+        else:
+            self.alarms.discard(alarm)
+        batch.put(ALARMS_KEY, json.dumps(sorted(self.alarms)).encode())
+
+    async def set_alarm(self, action: str, member: int, alarm: int) -> None:
+        """Raise or clear an alarm for the whole cluster (through the log)."""
+        rid = self.waiters.new_request_id()
+        doc = {"action": action, "member": member, "alarm": alarm, "rid": rid.hex()}
+        await self.propose(ALARM + json.dumps(doc).encode(), rid)
+
     def _maybe_publish(self) -> None:
         """Make our name and client URLs part of the replicated member list (as etcd does).
 
@@ -443,6 +473,8 @@ class RaftNode:
         if raw:
             self.members = {m.id: m for m in decode_members(raw)}
             self.update_peers()
+        raw_alarms = self.db.get(ALARMS_KEY)
+        self.alarms = {(int(m), int(a)) for m, a in json.loads(raw_alarms)} if raw_alarms else set()
         log.info("installed snapshot at index %d (term %d)", snap.meta.index, snap.meta.term)
 
     def _maybe_snapshot(self) -> None:

@@ -46,6 +46,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftTerm=core.term,
             raftAppliedIndex=core.applied,
             isLearner=core.id in core.conf.learners and not core.conf.is_voter(core.id),
+            errors=[
+                f"memberID:{m} alarm:{pb.AlarmType.Name(a)}" for m, a in sorted(self.node.alarms)
+            ],
         )
 
     async def HashKV(self, request: pb.HashKVRequest, context: Any) -> pb.HashKVResponse:
@@ -82,7 +85,25 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         return pb.DefragmentResponse(header=self.header())
 
     async def Alarm(self, request: pb.AlarmRequest, context: Any) -> pb.AlarmResponse:
-        return pb.AlarmResponse(header=self.header())
+        A = pb.AlarmRequest.AlarmAction
+        node = self.node
+        target = (request.memberID, int(request.alarm))
+        was_active = target in node.alarms
+        try:
+            if request.action == A.ACTIVATE:
+                await node.set_alarm("activate", request.memberID, request.alarm)
+            elif request.action == A.DEACTIVATE:
+                await node.set_alarm("deactivate", request.memberID, request.alarm)
+        except NodeUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        alarms = [
+            pb.AlarmMember(memberID=m, alarm=a)  # type: ignore[arg-type]
+            for m, a in sorted(node.alarms)
+            if request.action == A.GET or (m, a) == (request.memberID, request.alarm)
+        ]
+        if request.action == A.DEACTIVATE:
+            alarms = [pb.AlarmMember(memberID=target[0], alarm=target[1])] if was_active else []  # type: ignore[arg-type]
+        return pb.AlarmResponse(header=self.header(), alarms=alarms)
 
     async def Snapshot(
         self, request: pb.SnapshotRequest, context: Any

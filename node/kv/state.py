@@ -25,9 +25,16 @@ from .. import backup, statesnap
 from ..api.etcdpb import rpc_pb2 as pb
 from ..api.services import add_services
 from ..config import NodeConfig
+from ..server import NOSPACE
 from . import requests
 from .apply import Applier
-from .errors import EtcdError, LeaseNotFoundError, NoLeaderError, RequestTimeoutError
+from .errors import (
+    EtcdError,
+    LeaseNotFoundError,
+    NoLeaderError,
+    NoSpaceError,
+    RequestTimeoutError,
+)
 from .lease import Lessor, min_ttl_for
 from .store import MvccStore
 from .watch import WatchHub
@@ -52,6 +59,7 @@ class KvStateMachine:
         self.watch_hub = WatchHub(self.store)
         self.store.events_prev_kv = self.watch_hub.needs_prev_kv
         self.node: RaftNode | None = None
+        self.db_size = 0
         self._pending_events: tuple[list[Any], int] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -139,10 +147,20 @@ class KvStateMachine:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
 
+    def measure_db(self) -> int:
+        path = self.cfg.data_dir / "db"
+        self.db_size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        return self.db_size
+
     async def _timers(self) -> None:
-        """The leader proposes expiries of leases; every member ticks the watch hub."""
+        """The leader proposes expiries of leases; every member ticks the watch hub and
+        measures its database (for the space quota) about once a second."""
+        rounds = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            rounds += 1
+            if rounds % 10 == 0:
+                await asyncio.to_thread(self.measure_db)
             now = time.monotonic()
             node = self.node
             if node is not None and node.is_leader:
@@ -161,9 +179,28 @@ class KvStateMachine:
             cluster_id=node.cluster_id, member_id=node.member_id, raft_term=node.core.term
         )
 
+    def _check_space(self, request: Any) -> None:
+        """etcd's quota: past --quota-backend-bytes, writes that add data are refused (and
+        the NOSPACE alarm raised for the cluster); reads, deletes and compactions go on."""
+        if not isinstance(request, GROWING_REQUESTS):
+            return
+        node = self.node
+        assert node is not None
+        if isinstance(request, pb.TxnRequest) and not _txn_puts(request):
+            return
+        if any(alarm == NOSPACE for _, alarm in node.alarms):
+            raise NoSpaceError()
+        if self.db_size + request.ByteSize() > self.cfg.quota_backend_bytes:
+            task = asyncio.get_running_loop().create_task(
+                node.set_alarm("activate", node.member_id, NOSPACE)
+            )
+            task.add_done_callback(_ignore_result)
+            raise NoSpaceError()
+
     async def propose(self, request: Any) -> object:
         node = self.node
         assert node is not None
+        self._check_space(request)
         request_id = node.waiters.new_request_id()
         data = requests.encode(request_id, request)
         try:
@@ -202,6 +239,17 @@ class KvStateMachine:
     async def renew_locally(self, lease_id: int) -> int:
         """A follower forwarded a keep-alive to us (the leader)."""
         return self.lessor.renew(lease_id, time.monotonic())
+
+
+GROWING_REQUESTS = (pb.PutRequest, pb.TxnRequest, pb.LeaseGrantRequest)
+
+
+def _txn_puts(txn: pb.TxnRequest) -> bool:
+    ops = list(txn.success) + list(txn.failure)
+    return any(
+        op.HasField("request_put") or (op.HasField("request_txn") and _txn_puts(op.request_txn))
+        for op in ops
+    )
 
 
 def _unavailable(exc: BaseException) -> EtcdError:
