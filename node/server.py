@@ -419,9 +419,24 @@ class RaftNode:
         if m is None:
             return
         self.members[mid] = Member(
-            mid, str(doc["name"]), m.peer_urls, tuple(doc["client_urls"]), m.is_learner
+            mid,
+            str(doc.get("name", m.name)),
+            tuple(doc.get("peer_urls", m.peer_urls)),
+            tuple(doc.get("client_urls", m.client_urls)),
+            m.is_learner,
         )
         self._save_members(list(self.members.values()), batch)
+        if "peer_urls" in doc:
+            self.update_peers()
+        rid = doc.get("rid")
+        if rid:
+            self.waiters.resolve(bytes.fromhex(rid), None)
+
+    async def update_member_urls(self, member_id: int, peer_urls: list[str]) -> None:
+        """MemberUpdate: new peer URLs for a member, through the log."""
+        rid = self.waiters.new_request_id()
+        doc = {"id": member_id, "peer_urls": peer_urls, "rid": rid.hex()}
+        await self.propose(MEMBER_ATTRS + json.dumps(doc).encode(), rid)
 
     def _apply_alarm(self, data: bytes, batch: Any) -> None:
         doc = json.loads(data)

@@ -102,10 +102,23 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def MemberUpdate(
         self, request: pb.MemberUpdateRequest, context: Any
     ) -> pb.MemberUpdateResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "flotilla: MemberUpdate is not supported yet"
-        )
-        raise AssertionError("unreachable")
+        forwarded = await self._forward(context, "MemberUpdate", request, pb.MemberUpdateResponse)
+        if forwarded is not None:
+            return forwarded  # type: ignore[no-any-return]
+        node = self.node
+        if request.ID not in node.members:
+            code, message = memberops.MEMBER_NOT_FOUND
+            await context.abort(code, message)
+        urls = set(request.peerURLs)
+        taken = {u for m in node.members.values() if m.id != request.ID for u in m.peer_urls}
+        if urls & taken:
+            code, message = memberops.PEER_URL_EXISTS
+            await context.abort(code, message)
+        try:
+            await node.update_member_urls(request.ID, sorted(urls))
+        except NodeUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return pb.MemberUpdateResponse(header=self.header(), members=self._members())
 
     # -- helpers ---------------------------------------------------------------------------
 

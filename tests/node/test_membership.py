@@ -176,3 +176,17 @@ def _try(fn: object) -> object:
         return fn()  # type: ignore[operator]
     except Exception:
         return None
+
+
+def test_member_update_changes_peer_urls_and_refuses_unknown_ids(cluster: ProcessCluster) -> None:
+    listed = members(cluster)
+    mid = int(listed[0]["ID"])  # type: ignore[call-overload]
+    old = str(listed[0]["peerURLs"][0])  # type: ignore[index]
+    (port,) = free_ports(1)
+    new = f"http://127.0.0.1:{port}"
+    etcdctl(cluster.endpoints, "member", "update", f"{mid:x}", f"--peer-urls={new}")
+    urls = {str(m["peerURLs"][0]) for m in members(cluster)}  # type: ignore[index]
+    assert new in urls and old not in urls
+    r = etcdctl(cluster.endpoints, "member", "update", "1234", f"--peer-urls={new}", check=False)
+    assert r.returncode != 0 and "member not found" in r.stderr
+    etcdctl(cluster.endpoints, "member", "update", f"{mid:x}", f"--peer-urls={old}")
