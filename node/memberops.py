@@ -25,10 +25,13 @@ MAX_LEARNERS = 4
 
 
 class MemberOpError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    """``message`` is etcd's exact text (clients match on it); ``detail`` says more."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail
 
 
 MEMBER_NOT_FOUND = (grpc.StatusCode.NOT_FOUND, "etcdserver: member not found")
@@ -50,7 +53,7 @@ def _fail(err: tuple[grpc.StatusCode, str], detail: str = "") -> MemberOpError:
     code, message = err
     if detail:
         log.info("%s: %s", message, detail)
-    return MemberOpError(code, message)
+    return MemberOpError(code, message, detail)
 
 
 @dataclass(frozen=True)

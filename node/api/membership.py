@@ -60,7 +60,9 @@ class MembershipService(flotilla_pb2_grpc.MembershipServicer):
                 await node.wait_config_settled()
             yield self._progress("done", node.core.conf_index)
         except memberops.MemberOpError as exc:
-            await context.abort(exc.code, exc.message)
+            # Our own RPC is free to say more than etcd's message, e.g. a learner's lag.
+            text = f"{exc.message} ({exc.detail})" if exc.detail else exc.message
+            await context.abort(exc.code, text)
         except NodeUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception as exc:  # the core's refusals: change in progress, not leader
