@@ -120,6 +120,8 @@ def make_handler(lookup: Lookup) -> type[BaseHTTPRequestHandler]:
         def _exec(self, ns: str, pod: str, container: str, query: dict[str, list[str]]) -> None:
             target = lookup(ns, pod)
             pid = target.pids.get(container) if target else None
+            if pid is not None and not _in_own_namespaces(pid):
+                pid = None
             if target is None or pid is None:
                 self._plain(404, f"container {container} of {ns}/{pod} is not running".encode())
                 return
@@ -223,3 +225,26 @@ def serve(cfg: Config, port: int, lookup: Lookup) -> ThreadingHTTPServer:
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, name=f"kubelet-{port}", daemon=True).start()
     return server
+
+
+def _in_own_namespaces(pid: int, wait: float = 5.0) -> bool:
+    """Has the container's process entered its own UTS namespace yet?
+
+    A container's process starts as ``ip netns exec NS unshare --uts -- launcher``: for a
+    moment after the pod is reported running it still shares the host's hostname. Exec
+    into it then would see the host's, so wait (briefly) until it has its own.
+    """
+    import os
+    import time
+
+    deadline = time.monotonic() + wait
+    host_uts = os.readlink("/proc/self/ns/uts")
+    while True:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/uts") != host_uts:
+                return True
+        except OSError:
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
