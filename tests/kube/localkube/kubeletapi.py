@@ -228,23 +228,26 @@ def serve(cfg: Config, port: int, lookup: Lookup) -> ThreadingHTTPServer:
 
 
 def _in_own_namespaces(pid: int, wait: float = 5.0) -> bool:
-    """Has the container's process entered its own UTS namespace yet?
+    """Has the container's process finished setting itself up (hostname, mounts)?
 
-    A container's process starts as ``ip netns exec NS unshare --uts -- launcher``: for a
-    moment after the pod is reported running it still shares the host's hostname. Exec
-    into it then would see the host's, so wait (briefly) until it has its own.
+    A container's process starts as ``ip netns exec NS unshare --uts -- launcher``, which
+    sets the hostname and mounts and then execs the container's program: for a moment after
+    the pod is reported running it still has the host's hostname. Exec into it then would
+    see the host's, so wait (briefly) until the launcher has handed over.
     """
     import os
     import time
 
     deadline = time.monotonic() + wait
-    host_uts = os.readlink("/proc/self/ns/uts")
     while True:
         try:
-            if os.readlink(f"/proc/{pid}/ns/uts") != host_uts:
-                return True
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
         except OSError:
             return False
+        first = os.path.basename(argv[0]) if argv and argv[0] else b""
+        if first not in (b"ip", b"unshare") and not any(b"launcher" in a for a in argv):
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
