@@ -194,6 +194,7 @@ class Member:
 
     def _defragment(self) -> None:
         self.db.compact_range()
+        self.sm.measure_db()  # the quota check must see the space it gave back at once
 
     async def run(self) -> None:
         await self.start()

@@ -12,8 +12,6 @@ import queue
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -28,20 +26,6 @@ from .procs import ProcessCluster, etcdctl, wait_for
 pytestmark = pytest.mark.node
 
 WAIT = 20.0
-
-
-@pytest.fixture
-def cluster3(tmp_path: Path) -> Iterator[ProcessCluster]:
-    c = ProcessCluster(tmp_path, 3)
-    c.start()
-    try:
-        c.wait_healthy()
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 class Etcdctl:

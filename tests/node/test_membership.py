@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -14,17 +13,8 @@ pytestmark = pytest.mark.node
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
-    c = ProcessCluster(tmp_path, 3, extra_flags=["--snapshot-count=100"])
-    c.start()
-    try:
-        c.wait_healthy()
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
+def cluster(make_cluster: Callable[..., ProcessCluster]) -> ProcessCluster:
+    return make_cluster(3, extra_flags=["--snapshot-count=100"])
 
 
 def add_member(c: ProcessCluster, name: str) -> Proc:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,6 @@ import pytest
 from .procs import ProcessCluster, etcdctl, etcdctl_json, wait_for
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture
-def cluster3(tmp_path: Path) -> Iterator[ProcessCluster]:
-    c = ProcessCluster(tmp_path, 3)
-    c.start()
-    try:
-        c.wait_healthy()
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def run_client(scenario: str, **args: object) -> Any:

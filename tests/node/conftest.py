@@ -1,0 +1,51 @@
+"""Clusters of real flotilla-node processes for the tests of this folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .procs import ProcessCluster
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Remember whether a test's body failed, so fixtures can show the members' logs."""
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+def make_cluster(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ProcessCluster]]:
+    """Start a healthy cluster (``make_cluster(3, extra_flags=[...])``); stopped afterwards,
+    with the members' last log lines printed if the test failed."""
+    started: list[ProcessCluster] = []
+
+    def make(size: int, **kw: object) -> ProcessCluster:
+        c = ProcessCluster(tmp_path / f"c{len(started)}", size, **kw)  # type: ignore[arg-type]
+        started.append(c)
+        c.start()
+        c.wait_healthy()
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in started:
+            if request.node.stash.get(FAILED, True):
+                print(c.logs())
+            c.stop()
+
+
+@pytest.fixture
+def cluster3(make_cluster: Callable[..., ProcessCluster]) -> ProcessCluster:
+    return make_cluster(3)
