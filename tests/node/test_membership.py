@@ -169,14 +169,25 @@ def _try(fn: object) -> object:
 
 
 def test_member_update_changes_peer_urls_and_refuses_unknown_ids(cluster: ProcessCluster) -> None:
-    listed = members(cluster)
-    mid = int(listed[0]["ID"])  # type: ignore[call-overload]
-    old = str(listed[0]["peerURLs"][0])  # type: ignore[index]
-    (port,) = free_ports(1)
-    new = f"http://127.0.0.1:{port}"
+    # A learner that is not running: changing its URLs disturbs no one.
+    old, new = (f"http://127.0.0.1:{p}" for p in free_ports(2))
+    etcdctl(cluster.endpoints, "member", "add", "later", f"--peer-urls={old}", "--learner")
+    mid = next(
+        int(m["ID"])  # type: ignore[call-overload]
+        for m in members(cluster)
+        if m["peerURLs"] == [old]
+    )
     etcdctl(cluster.endpoints, "member", "update", f"{mid:x}", f"--peer-urls={new}")
     urls = {str(m["peerURLs"][0]) for m in members(cluster)}  # type: ignore[index]
     assert new in urls and old not in urls
-    r = etcdctl(cluster.endpoints, "member", "update", "1234", f"--peer-urls={new}", check=False)
+    r = etcdctl(cluster.endpoints, "member", "update", "1234", f"--peer-urls={old}", check=False)
     assert r.returncode != 0 and "member not found" in r.stderr
-    etcdctl(cluster.endpoints, "member", "update", f"{mid:x}", f"--peer-urls={old}")
+    taken = next(
+        str(m["peerURLs"][0])  # type: ignore[index]
+        for m in members(cluster)
+        if int(m["ID"]) != mid  # type: ignore[call-overload]
+    )
+    r = etcdctl(
+        cluster.endpoints, "member", "update", f"{mid:x}", f"--peer-urls={taken}", check=False
+    )
+    assert r.returncode != 0 and "Peer URLs already exists" in r.stderr
