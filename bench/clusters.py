@@ -97,6 +97,7 @@ class Cluster:
     root: Path
     size: int = 3
     members: list[Member] = field(default_factory=list)
+    learners: list[Member] = field(default_factory=list)
     leader_metric: str = ""
 
     def __post_init__(self) -> None:
@@ -182,12 +183,17 @@ class Cluster:
         m.popen.send_signal(signal.SIGKILL)
         m.popen.wait(timeout=15)
 
+    def new_member(self, name: str) -> Member:
+        client, peer, metrics = free_ports(3)
+        return Member(name, client, peer, metrics, self.root / name)
+
     def stop(self) -> None:
-        for m in self.members:
+        everyone = self.members + self.learners
+        for m in everyone:
             if m.alive:
                 assert m.popen is not None
                 m.popen.send_signal(signal.SIGTERM)
-        for m in self.members:
+        for m in everyone:
             if m.popen is not None:
                 try:
                     m.popen.wait(timeout=15)

@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("FLOTILLA_BENCH_CACHE", Path.home() / ".cache/flotilla/bench"))
 GO = shutil.which("go") or "/usr/local/go/bin/go"
 DEBIAN_ETCD = Path("/usr/bin/etcd")
+ETCDCTL = os.environ.get("ETCDCTL", "etcdctl")
 
 KEY_SIZE = 8
 VAL_SIZE = 256
@@ -285,6 +286,52 @@ def failover(load: Load, cluster: Cluster) -> Result:
     }
 
 
+def etcdctl(endpoints: str, *args: str, timeout: float = 30) -> str:
+    out = subprocess.run(
+        [ETCDCTL, f"--endpoints={endpoints}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, ETCDCTL_API="3"),
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"etcdctl {' '.join(args)}: {out.stderr.strip()[-500:]}")
+    return out.stdout
+
+
+def revision(endpoint: str) -> int:
+    status = json.loads(etcdctl(endpoint, "endpoint", "status", "-w", "json", timeout=5))
+    return int(status[0]["Status"]["header"]["revision"])
+
+
+def learner_catchup(cluster: Cluster, timeout: float = 600) -> Result:
+    """Add a learner (MemberAdd isLearner), start it, time until it has the last revision.
+
+    Measured from the start of the new process: the data reaches it by snapshot and log
+    replication, whichever the leader chooses.
+    """
+    if not shutil.which(ETCDCTL):
+        return {"error": "etcdctl not installed"}
+    leader = cluster.wait_leader()
+    target = revision(leader.endpoint)
+    m = cluster.new_member("m4")
+    # Asked of the leader: a Flotilla follower does not know the leader's client URL yet,
+    # so it cannot forward MemberAdd (see NOTES.md).
+    etcdctl(leader.endpoint, "member", "add", m.name, "--learner", f"--peer-urls={m.peer_url}")
+    cluster.learners.append(m)
+    t0 = time.monotonic()
+    cluster.spawn(m, [*cluster.members, m], state="existing")
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if not m.alive:
+            raise RuntimeError(f"the learner exited; see {cluster.root}/{m.name}.log")
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError):
+            if revision(m.endpoint) >= target:
+                return {"catchup_s": time.monotonic() - t0, "revision": target}
+        time.sleep(0.1)
+    return {"error": f"not caught up after {timeout:.0f}s"}
+
+
 def profile(load: Load, cluster: Cluster, out_dir: Path) -> Result:
     """Sample the leader and one follower with py-spy while the 100-client write load runs.
 
@@ -351,6 +398,11 @@ def measure(
         time.sleep(1.0)
         out["rss_bytes"] = {m.name: m.rss_bytes() for m in cluster.members}
         out["disk_bytes"] = {m.name: dir_size(m.data_dir) for m in cluster.members}
+        print(f"   {label}: learner catch-up", file=sys.stderr, flush=True)
+        try:
+            out["learner"] = learner_catchup(cluster)
+        except Exception as exc:
+            out["learner"] = {"error": str(exc)[-500:]}
         print(f"   {label}: failover", file=sys.stderr, flush=True)
         try:
             out["failover"] = failover(load, cluster)
@@ -454,7 +506,12 @@ def markdown(report: Result) -> str:
         "on-disk size per member after the fill, MiB (max of 3)",
         lambda s: fmt_mib(max(s["disk_bytes"].values())),
     )
-    row("learner catch-up on 100,000 keys", lambda s: "not measured")
+
+    def learner(s: Result) -> str:
+        ln = s["learner"]
+        return f"{ln['catchup_s']:.1f} s" if "catchup_s" in ln else "not measured"
+
+    row(f"new learner catches up on the {base.get('fill_keys', 0):,}-key store", learner)
     lines += ["", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
 
@@ -517,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
             " absolute numbers are low and noisy; compare ratios within one run.",
             f"Memory and disk are measured after {args.fill_keys:,} keys, not 1,000,000:"
             " filling a million through Flotilla takes too long for a run measured in minutes.",
-            "Learner catch-up is not measured yet.",
+            "Learner catch-up: MemberAdd (isLearner) through etcdctl, then a fourth member"
+            " started with --initial-cluster-state existing; timed from its start until its"
+            " Status reports the leader's revision.",
         ],
     }
     args.out.mkdir(parents=True, exist_ok=True)
