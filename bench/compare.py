@@ -304,7 +304,7 @@ def revision(endpoint: str) -> int:
     return int(status[0]["Status"]["header"]["revision"])
 
 
-def learner_catchup(cluster: Cluster, timeout: float = 600) -> Result:
+def learner_catchup(cluster: Cluster, timeout: float = 120) -> Result:
     """Add a learner (MemberAdd isLearner), start it, time until it has the last revision.
 
     Measured from the start of the new process: the data reaches it by snapshot and log
