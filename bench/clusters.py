@@ -77,6 +77,11 @@ class Member:
                 return float(line.split()[1])
         return None
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the member process has used, from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self) -> int:
         """Resident memory of the member process, from /proc."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -182,6 +187,9 @@ class Cluster:
         assert m.popen is not None
         m.popen.send_signal(signal.SIGKILL)
         m.popen.wait(timeout=15)
+
+    def cpu_seconds(self) -> float:
+        return sum(m.cpu_seconds() for m in self.members if m.alive)
 
     def new_member(self, name: str) -> Member:
         client, peer, metrics = free_ports(3)

@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -133,7 +134,9 @@ class Load:
         total = int(first["throughput"] * self.seconds)
         if total <= probe * 2:
             return first
-        return self._benchmark(cluster, clients, conns, args, total, timeout=self.seconds * 6)
+        result = self._benchmark(cluster, clients, conns, args, total, timeout=self.seconds * 6)
+        result["probe_requests"] = probe
+        return result
 
     def _benchmark(
         self,
@@ -335,6 +338,8 @@ def learner_catchup(cluster: Cluster, timeout: float = 120) -> Result:
 def profile(load: Load, cluster: Cluster, out_dir: Path) -> Result:
     """Sample the leader and one follower with py-spy while the 100-client write load runs.
 
+    Only the thread holding the GIL is sampled (``--gil``), so the profile shows where the
+    Python CPU time goes, not threads waiting on fsync or the network.
     A separate run after the measured ones, so the sampler does not disturb the table.
     Writes collapsed stacks (``*.txt``, one line per stack with its sample count) and a
     flame graph (``*.svg``) per member.
@@ -348,7 +353,7 @@ def profile(load: Load, cluster: Cluster, out_dir: Path) -> Result:
     for role, m in (("leader", leader), ("follower", follower)):
         for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
             cmd = [pyspy, "record", "--pid", str(m.pid), "--duration", str(seconds)]
-            cmd += ["--rate", "200", "--nonblocking", "--format", fmt]
+            cmd += ["--rate", "200", "--nonblocking", "--gil", "--format", fmt]
             cmd += ["-o", str(out_dir / f"profile-{role}-put-100.{ext}")]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     time.sleep(1.0)
@@ -386,7 +391,16 @@ def measure(
         for wid, _desc, run in workloads(load):
             print(f"   {label}: {wid}", file=sys.stderr, flush=True)
             try:
-                out["workloads"][wid] = run(cluster)
+                cpu0 = cluster.cpu_seconds()
+                r = run(cluster)
+                # CPU of the three members per operation, over the whole workload (the
+                # rate probe included, so it is charged to the probe's requests too).
+                cpu = cluster.cpu_seconds() - cpu0
+                ops = r.get("ops") or r["throughput"] * (r.get("seconds") or 0)
+                ops += r.get("probe_requests", 0)
+                r["members_cpu_s"] = cpu
+                r["cpu_ms_per_op"] = 1000 * cpu / ops if ops else None
+                out["workloads"][wid] = r
             except Exception as exc:  # one failed workload must not lose the others
                 out["workloads"][wid] = {"error": str(exc)[-500:]}
         if profile_dir is not None:
@@ -452,11 +466,13 @@ def markdown(report: Result) -> str:
         " (txn, watch, failover).",
         "",
         "Throughput in operations/s (watch: events delivered/s over all watchers); latency p50 /"
-        " p99 in ms; ratio = Flotilla ÷ etcd (above 1 is better for throughput).",
+        " p99 in ms; CPU ms/op = user+system CPU of all three members divided by operations;"
+        " ratio = Flotilla throughput ÷ etcd throughput (above 1: Flotilla faster).",
         "",
     ]
     head = ["workload", *[f"{lab} ops/s" for lab in labels]]
     head += [f"{lab} p50/p99" for lab in labels]
+    head += [f"{lab} CPU ms/op" for lab in labels]
     head += [f"÷ {r['label']}" for r in refs]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + " --- |" * len(head))
@@ -467,6 +483,9 @@ def markdown(report: Result) -> str:
         for r in rows:
             ok = r and "error" not in r
             cells.append(f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}" if ok else "-")
+        for r in rows:
+            ok = r and "error" not in r and r.get("cpu_ms_per_op") is not None
+            cells.append(f"{r['cpu_ms_per_op']:.3f}" if ok else "-")
         b = base["workloads"].get(wid) or {}
         for ref in refs:
             rr = ref["workloads"].get(wid) or {}
@@ -587,6 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the clusters are stopped on the way out
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
