@@ -528,7 +528,9 @@ def markdown(report: Result) -> str:
 
     def learner(s: Result) -> str:
         ln = s["learner"]
-        return f"{ln['catchup_s']:.1f} s" if "catchup_s" in ln else "not measured"
+        if "catchup_s" in ln:
+            return f"{ln['catchup_s']:.1f} s"
+        return f"failed: {ln['error'][:60]}" if "error" in ln else "not measured"
 
     row(f"new learner catches up on the {base.get('fill_keys', 0):,}-key store", learner)
     lines += ["", *[f"- {n}" for n in report["notes"]], ""]
@@ -546,7 +548,13 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="py-spy profiles of Flotilla under write load"
     )
     p.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
+    p.add_argument(
+        "--render", type=Path, metavar="JSON", help="only print the table of an earlier run"
+    )
     args = p.parse_args(argv)
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return 0
     if args.quick:
         args.seconds = min(args.seconds, 3.0)
         args.fill_keys = min(args.fill_keys, 20_000)
