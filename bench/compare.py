@@ -362,6 +362,17 @@ def profile(load: Load, cluster: Cluster, out_dir: Path) -> Result:
     )
     for proc in procs:
         proc.wait(timeout=60)
+    for role in ("leader", "follower"):
+        svg = out_dir / f"profile-{role}-put-100.svg"
+        if svg.exists():  # the title is py-spy's command line, local paths included
+            title = f"Flotilla {role} under 100-client writes (py-spy --gil)"
+            svg.write_text(
+                re.sub(
+                    r'(<text id="title"[^>]*>)[^<]*(</text>)',
+                    rf"\g<1>{title}\g<2>",
+                    svg.read_text(),
+                )
+            )
     return {"throughput_while_profiled": result["throughput"], "leader": leader.name}
 
 
