@@ -130,15 +130,15 @@ class Load:
         and the real run asks for rate x seconds requests.
         """
         probe = max(clients * 3, 200)
-        first = self._benchmark(cluster, clients, conns, args, probe, timeout=120)
+        first = self.run_count(cluster, clients, conns, args, probe, timeout=120)
         total = int(first["throughput"] * self.seconds)
         if total <= probe * 2:
             return first
-        result = self._benchmark(cluster, clients, conns, args, total, timeout=self.seconds * 6)
+        result = self.run_count(cluster, clients, conns, args, total, timeout=self.seconds * 6)
         result["probe_requests"] = probe
         return result
 
-    def _benchmark(
+    def run_count(
         self,
         cluster: Cluster,
         clients: int,
@@ -239,7 +239,7 @@ def workloads(load: Load) -> list[tuple[str, str, Callable[[Cluster], Result]]]:
 def fill(load: Load, cluster: Cluster, keys: int) -> float:
     """Write ``keys`` distinct keys; returns the seconds it took."""
     t0 = time.monotonic()
-    load._benchmark(
+    load.run_count(
         cluster,
         100,
         10,
