@@ -115,7 +115,8 @@ class Norm:
     def text(self, out: str, ids: list[int] | None = None) -> str:
         """Plain output: known ids (hex, 16 digits or fewer) and endpoints replaced."""
         for i in ids or []:
-            out = re.sub(rf"\b0*{i:x}\b", self.id(i), out)
+            # etcdctl prints ids with %16x: shorter ones come with leading spaces.
+            out = re.sub(rf" *\b0*{i:x}\b", " " + self.id(i), out)
         for n, ep in enumerate(self.target.member_endpoints):
             out = out.replace(ep, f"<ep{n + 1}>")
         return out

@@ -214,9 +214,16 @@ def test_metrics_and_probes(cluster3: ProcessCluster) -> None:
         "flotilla_server_proposals_committed_total ",
         "flotilla_disk_wal_fsync_duration_seconds_bucket",
         "flotilla_server_apply_duration_seconds_bucket",
-        "flotilla_network_peer_round_trip_time_seconds_bucket",
     ):
         assert name in text, f"{name!r} missing from /metrics"
+    # Round trips appear once the leader has had heartbeats answered.
+    wait_for(
+        "heartbeat round trips in the leader's /metrics",
+        lambda: (
+            "flotilla_network_peer_round_trip_time_seconds_bucket" in leader.http("/metrics")[1]
+        ),
+        timeout=5,
+    )
     for m in cluster3.members:
         assert m.http("/health")[0] == 200
         wait_for(f"{m.name} to be ready", lambda m=m: m.http("/readyz")[0] == 200)
