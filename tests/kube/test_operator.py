@@ -1,0 +1,261 @@
+"""The operator end to end: a real API server, real StatefulSet controller, real members.
+
+The operator runs as a local process (``kopf run -m flotilla.operator.handlers``) watching
+one namespace, exactly as it would in a pod but with the admin kubeconfig. The members are
+``flotilla-node`` processes in pod network namespaces (``tests/kube/images.yaml`` maps the
+image ``flotilla/node`` to the installed project). Everything is checked from outside, the
+way a person would: ``kubectl``, Events, and ``etcdctl`` against the members.
+
+The tests of this module share one RaftCluster and run in order: created from the sample
+manifest, scaled to five and back to three.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.kube.kubectl import get, kubectl, kubectl_error, pod_ready, wait_for
+from tests.kube.localkube.config import REPO_ROOT, Config
+
+pytestmark = pytest.mark.kube
+Obj = dict[str, Any]
+
+CRD = REPO_ROOT / "crds" / "raftcluster.yaml"
+SAMPLE = REPO_ROOT / "manifests" / "sample-raftcluster.yaml"
+NAME = "example"  # the sample's name
+KOPF = [sys.executable, "-m", "kopf", "run", "-m", "flotilla.operator.handlers"]
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Config) -> None:
+    kubectl("apply", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/raftclusters.flotilla.dev", "--timeout=30s")
+
+
+@pytest.fixture(scope="module")
+def operated(crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh namespace with the operator watching it; both gone afterwards."""
+    ns = f"op-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", ns)
+    wait_for(
+        f"service account default in {ns}",
+        lambda: kubectl("get", "sa", "default", "-n", ns, "--ignore-not-found").strip(),
+        timeout=30,
+    )
+    log = tmp_path_factory.mktemp("operator") / "kopf.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*KOPF, "--standalone", f"--namespace={ns}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+            cwd=log.parent,
+            start_new_session=True,
+        )
+    try:
+        yield ns
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        # Kept for a person reading a failure: the operator's own account of each pass.
+        print(f"operator log: {log}\n" + _tail(log))
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(line for line in text[-lines:])
+
+
+def raftcluster(ns: str) -> Obj:
+    return get("raftcluster", NAME, ns)
+
+
+def pods(ns: str) -> list[Obj]:
+    items: list[Obj] = get("pods", None, ns)["items"]
+    return sorted(items, key=lambda p: p["metadata"]["name"])
+
+
+def endpoints(ns: str) -> list[str]:
+    return [f"{p['status']['podIP']}:2379" for p in pods(ns) if p["status"].get("podIP")]
+
+
+def etcdctl(*args: str, endpoint: str) -> str:
+    proc = subprocess.run(
+        ["etcdctl", f"--endpoints={endpoint}", "--command-timeout=5s", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"etcdctl {' '.join(args)} at {endpoint}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def member_list(endpoint: str) -> list[Obj]:
+    members: list[Obj] = json.loads(etcdctl("member", "list", "-w", "json", endpoint=endpoint))[
+        "members"
+    ]
+    return members
+
+
+def converged(ns: str, replicas: int) -> Obj | None:
+    """The RaftCluster once it reports ``replicas`` healthy voters, one leader, phase Running."""
+    rc = raftcluster(ns)
+    st = rc.get("status") or {}
+    members = st.get("members") or []
+    ready = [p for p in pods(ns) if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
+    ok = (
+        st.get("phase") == "Running"
+        and st.get("observedGeneration") == rc["metadata"]["generation"]
+        and st.get("readyReplicas") == replicas
+        and len(ready) == replicas
+        and len(members) == replicas
+        and all(m["role"] == "voter" and m["healthy"] for m in members)
+        and st.get("leader") in {m["name"] for m in members}
+    )
+    if not ok:
+        raise AssertionError(
+            f"phase {st.get('phase')}, {len(ready)} ready pods, members "
+            f"{[(m.get('name'), m.get('role'), m.get('healthy')) for m in members]}, "
+            f"operation {st.get('operation')}"
+        )
+    return rc
+
+
+def events(ns: str) -> list[tuple[str, str]]:
+    out = get("events", None, ns)["items"]
+    mine = [e for e in out if e["involvedObject"].get("kind") == "RaftCluster"]
+    mine.sort(key=lambda e: e["metadata"]["creationTimestamp"])
+    return [(e["reason"], e["message"]) for e in mine]
+
+
+@pytest.fixture(scope="module")
+def etcdctl_installed() -> None:
+    if shutil.which("etcdctl") is None:
+        pytest.skip("etcdctl (Debian etcd-client) is not installed")
+
+
+def test_sample_cluster_comes_up_with_a_leader(operated: str, etcdctl_installed: None) -> None:
+    ns = operated
+    started = time.monotonic()
+    kubectl("apply", "-n", ns, "-f", str(SAMPLE))
+    rc = wait_for("3 Ready members with one leader", lambda: converged(ns, 3), timeout=60)
+    print(f"3 members Ready with a leader in {time.monotonic() - started:.1f}s")
+
+    # The member list agrees: three voters, and the leader named in status leads.
+    eps = endpoints(ns)
+    members = member_list(eps[0])
+    assert sorted(m["name"] for m in members) == [f"{NAME}-{k}" for k in range(3)]
+    assert not any(m.get("isLearner") for m in members)
+    leader = rc["status"]["leader"]
+    statuses = json.loads(etcdctl("endpoint", "status", "-w", "json", endpoint=",".join(eps)))
+    leader_ids = {s["Status"]["leader"] for s in statuses}
+    assert len(leader_ids) == 1
+    by_id = {m["ID"]: m["name"] for m in members}
+    assert by_id[leader_ids.pop()] == leader
+
+    # A write through one member is read back through another.
+    etcdctl("put", "greeting", "hello, raft", endpoint=eps[1])
+    assert etcdctl("get", "greeting", "--print-value-only", endpoint=eps[2]).strip() == (
+        "hello, raft"
+    )
+
+    # What people see.
+    table = kubectl("get", "raftclusters", "-n", ns)
+    header, row = table.splitlines()[:2]
+    assert header.split()[:5] == ["NAME", "REPLICAS", "READY", "LEADER", "VERSION"]
+    assert row.split()[:6] == [NAME, "3", "3", leader, "0.1.0", "Running"]
+    reasons = [r for r, _ in events(ns)]
+    assert reasons[0] == "CreatingResources" and "Reconciled" in reasons
+
+
+def test_scale_to_five_through_learners_and_one_joint_transition(operated: str) -> None:
+    ns = operated
+    wait_for("the cluster of the first test", lambda: converged(ns, 3), timeout=30)
+    before = len(events(ns))
+    started = time.monotonic()
+    kubectl("scale", f"raftcluster/{NAME}", "-n", ns, "--replicas=5")
+    wait_for("5 Ready voters", lambda: converged(ns, 5), timeout=90)
+    print(f"3 -> 5 voters in {time.monotonic() - started:.1f}s")
+
+    members = member_list(endpoints(ns)[0])
+    assert len(members) == 5 and not any(m.get("isLearner") for m in members)
+    told = events(ns)[before:]
+    reasons = [r for r, _ in told]
+    # Both new members joined as learners before the StatefulSet grew; then one joint step.
+    assert reasons.count("AddingLearner") == 2, told
+    assert reasons.index("AddingLearner") < reasons.index("ScalingStatefulSet"), told
+    reconfigured = [m for r, m in told if r == "Reconfiguring"]
+    assert reconfigured == ["joint reconfiguration to 5 voters (joint -> done)"], told
+    pdb = get("poddisruptionbudget", NAME, ns)
+    assert pdb["spec"]["minAvailable"] == 3
+
+    # Back to three: one joint transition out, then the StatefulSet shrinks. The claims of
+    # the removed members stay (pvcRetentionPolicy Retain).
+    before = len(events(ns))
+    started = time.monotonic()
+    kubectl("scale", f"raftcluster/{NAME}", "-n", ns, "--replicas=3")
+    wait_for("3 Ready voters", lambda: converged(ns, 3), timeout=60)
+    print(f"5 -> 3 voters in {time.monotonic() - started:.1f}s")
+    told = events(ns)[before:]
+    reasons = [r for r, _ in told]
+    assert [m for r, m in told if r == "Reconfiguring"] == [
+        "joint reconfiguration to 3 voters (joint -> done)"
+    ], told
+    assert reasons.index("Reconfiguring") < reasons.index("ScalingStatefulSet"), told
+    members = member_list(endpoints(ns)[0])
+    assert sorted(m["name"] for m in members) == [f"{NAME}-{k}" for k in range(3)]
+    claims = {c["metadata"]["name"] for c in get("pvc", None, ns)["items"]}
+    assert {f"data-{NAME}-3", f"data-{NAME}-4"} <= claims
+    assert etcdctl("get", "greeting", "--print-value-only", endpoint=endpoints(ns)[0]).strip() == (
+        "hello, raft"
+    )
+
+
+# --- the API server refuses what the operator could not follow ----------------------------
+
+
+def _sample(**spec: Any) -> str:
+    doc = yaml.safe_load(SAMPLE.read_text())
+    doc["spec"].update(spec)
+    return json.dumps(doc)
+
+
+def test_invalid_clusters_are_refused_with_a_readable_message(crd: None, namespace: str) -> None:
+    err = kubectl_error("apply", "-n", namespace, "-f", "-", stdin=_sample(replicas=0))
+    assert "spec.replicas" in err and "greater than or equal to 1" in err, err
+
+    err = kubectl_error("apply", "-n", namespace, "-f", "-", stdin=_sample(replica=3))
+    assert 'unknown field "spec.replica"' in err, err
+
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=_sample())
+    err = kubectl_error(
+        "patch",
+        "raftcluster",
+        NAME,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"storage": {"size": "2Gi"}}}',
+    )
+    assert "storage is immutable" in err, err
