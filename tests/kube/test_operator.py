@@ -231,6 +231,62 @@ def test_scale_to_five_through_learners_and_one_joint_transition(operated: str) 
     )
 
 
+def ids(ns: str) -> dict[str, str]:
+    """Member name -> id (hex) from the RaftCluster's status."""
+    return {m["name"]: m["id"] for m in raftcluster(ns)["status"]["members"]}
+
+
+def test_a_deleted_pod_comes_back_as_the_same_member(operated: str) -> None:
+    ns = operated
+    wait_for("the cluster of the earlier tests", lambda: converged(ns, 3), timeout=30)
+    before, told = ids(ns), len(events(ns))
+    uid = get("pod", f"{NAME}-1", ns)["metadata"]["uid"]
+    started = time.monotonic()
+    kubectl("delete", "pod", f"{NAME}-1", "-n", ns, "--wait=false")
+
+    def back() -> Obj | None:
+        pod = get("pod", f"{NAME}-1", ns)
+        if pod["metadata"]["uid"] == uid:
+            raise AssertionError("the old pod is still there")
+        return converged(ns, 3)
+
+    wait_for("pod 1 back on its data", back, timeout=60)
+    print(f"pod deleted -> Running again in {time.monotonic() - started:.1f}s")
+    assert ids(ns) == before
+    reasons = [r for r, _ in events(ns)[told:]]
+    assert "ReplacingMember" not in reasons and "AddingLearner" not in reasons
+
+
+def test_a_member_whose_claim_is_deleted_is_replaced_by_a_new_member(operated: str) -> None:
+    ns = operated
+    wait_for("the cluster of the earlier tests", lambda: converged(ns, 3), timeout=30)
+    before, told = ids(ns), len(events(ns))
+    started = time.monotonic()
+    # The claim stays Terminating while its pod uses it; the operator takes it from there.
+    kubectl("delete", "pvc", f"data-{NAME}-2", "-n", ns, "--wait=false")
+
+    def replaced() -> Obj | None:
+        now = ids(ns)
+        if now.get(f"{NAME}-2") == before[f"{NAME}-2"]:
+            raise AssertionError(f"pod 2 still holds member {before[f'{NAME}-2']}")
+        return converged(ns, 3)
+
+    wait_for("a new member on pod 2", replaced, timeout=90)
+    print(f"claim deleted -> new member Running in {time.monotonic() - started:.1f}s")
+    now = ids(ns)
+    assert {k: v for k, v in now.items() if k != f"{NAME}-2"} == {
+        k: v for k, v in before.items() if k != f"{NAME}-2"
+    }
+    reasons = [r for r, _ in events(ns)[told:]]
+    assert reasons.index("ReplacingMember") < reasons.index("AddingLearner"), reasons
+    assert "Reconfiguring" in reasons
+    claim = get("pvc", f"data-{NAME}-2", ns)
+    assert claim["metadata"]["annotations"]["flotilla.dev/member-id"] == now[f"{NAME}-2"]
+    assert etcdctl("get", "greeting", "--print-value-only", endpoint=endpoints(ns)[2]).strip() == (
+        "hello, raft"
+    )
+
+
 # --- the API server refuses what the operator could not follow ----------------------------
 
 
