@@ -7,7 +7,8 @@ image ``flotilla/node`` to the installed project). Everything is checked from ou
 way a person would: ``kubectl``, Events, and ``etcdctl`` against the members.
 
 The tests of this module share one RaftCluster and run in order: created from the sample
-manifest, scaled to five and back to three.
+manifest, scaled to five and back to three, a pod deleted, a claim deleted, upgraded. The
+last test needs no operator: the API server itself refuses invalid specs.
 """
 
 from __future__ import annotations
@@ -283,6 +284,69 @@ def test_a_member_whose_claim_is_deleted_is_replaced_by_a_new_member(operated: s
     claim = get("pvc", f"data-{NAME}-2", ns)
     assert claim["metadata"]["annotations"]["flotilla.dev/member-id"] == now[f"{NAME}-2"]
     assert etcdctl("get", "greeting", "--print-value-only", endpoint=endpoints(ns)[2]).strip() == (
+        "hello, raft"
+    )
+
+
+NEXT = "0.1.1"
+
+
+@pytest.fixture
+def next_version(cluster: Config, tmp_path: Path) -> Iterator[str]:
+    """Image ``flotilla/node:NEXT``: this project's node, reporting version NEXT.
+
+    A stand-in for a real next release: the rollout must see each member come back on the
+    new version, and only the version the member reports tells it so.
+    """
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "flotilla-node"
+    code = (
+        "import sys, flotilla.node as n; "
+        f"n.__version__ = n.__version__.split('+')[0] + '+flotilla.{NEXT}'; "
+        "from flotilla.node.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} -c "{code}" "$@"\n')
+    script.chmod(0o755)
+    runtime = cluster.state / "images.yaml"
+    rule = {"image": "flotilla/node", "tag": NEXT, "path": [str(bindir)]}
+    runtime.write_text(yaml.safe_dump({"images": [rule]}))
+    yield NEXT
+    runtime.unlink(missing_ok=True)
+
+
+def test_upgrade_rolls_one_pod_at_a_time_leader_last(operated: str, next_version: str) -> None:
+    ns = operated
+    rc = wait_for("the cluster of the earlier tests", lambda: converged(ns, 3), timeout=30)
+    leader, before, told = rc["status"]["leader"], ids(ns), len(events(ns))
+    started = time.monotonic()
+    patch = json.dumps({"spec": {"version": next_version}})
+    kubectl("patch", "raftcluster", NAME, "-n", ns, "--type=merge", "-p", patch)
+
+    def upgraded() -> Obj | None:
+        rc = converged(ns, 3)
+        assert rc is not None
+        versions = {m["version"] for m in rc["status"]["members"]}
+        if rc["status"]["currentVersion"] != next_version or versions != {next_version}:
+            raise AssertionError(f"members report {versions}")
+        return rc
+
+    rc = wait_for(f"every member on {next_version}", upgraded, timeout=180)
+    print(f"upgrade of 3 members in {time.monotonic() - started:.1f}s")
+    assert ids(ns) == before  # restarted on their data, not replaced
+    assert {p["spec"]["containers"][0]["image"] for p in pods(ns)} == {
+        f"flotilla/node:{next_version}"
+    }
+    told_now = events(ns)[told:]
+    restarts = [m for r, m in told_now if r == "RestartingPod"]
+    assert len(restarts) == 3, told_now
+    # Followers first; the leader's pod last, after leadership moved away from it.
+    assert restarts[-1] == f"restarting pod {leader.rsplit('-', 1)[1]}", told_now
+    reasons = [r for r, _ in told_now]
+    last = len(reasons) - 1 - reasons[::-1].index("RestartingPod")
+    assert "TransferringLeadership" in reasons[:last], told_now
+    assert rc["status"]["leader"] != leader
+    assert etcdctl("get", "greeting", "--print-value-only", endpoint=endpoints(ns)[0]).strip() == (
         "hello, raft"
     )
 
