@@ -39,13 +39,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
+# A pass that fails (the API server or every member briefly unreachable) is retried at the
+# timer's pace, not after kopf's default minute.
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=INTERVAL_S)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=INTERVAL_S)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=INTERVAL_S)
 def changed(body: kopf.Body, **_: Any) -> None:
     one_pass(kube(), body)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL_S)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL_S, backoff=INTERVAL_S)
 def tick(body: kopf.Body, **_: Any) -> None:
     one_pass(kube(), body)
