@@ -7,7 +7,8 @@ image ``flotilla/node`` to the installed project). Everything is checked from ou
 way a person would: ``kubectl``, Events, and ``etcdctl`` against the members.
 
 The tests of this module share one RaftCluster and run in order: created from the sample
-manifest, scaled to five and back to three, a pod deleted, a claim deleted, upgraded. The
+manifest, scaled to five and back to three, a pod deleted, a claim deleted, upgraded,
+deleted. The
 last test needs no operator: the API server itself refuses invalid specs.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.kubectl import get, kubectl, kubectl_error, pod_ready, wait_for
+from tests.kube.kubectl import get, get_or_none, kubectl, kubectl_error, pod_ready, wait_for
 from tests.kube.localkube.config import REPO_ROOT, Config
 
 pytestmark = pytest.mark.kube
@@ -69,12 +70,18 @@ def operated(crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     try:
         yield ns
     finally:
+        # kopf keeps a finalizer on each RaftCluster while its timer runs: delete them while
+        # the operator still runs, and never leave one behind to hold the namespace.
+        kubectl("delete", "raftclusters", "--all", "-n", ns, "--timeout=60s", check=False)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for rc in kubectl("get", "raftclusters", "-n", ns, "-o", "name", check=False).split():
+            unblock = '{"metadata": {"finalizers": null}}'
+            kubectl("patch", rc, "-n", ns, "--type=merge", "-p", unblock, check=False)
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
         # Kept for a person reading a failure: the operator's own account of each pass.
         print(f"operator log: {log}\n" + _tail(log))
@@ -349,6 +356,29 @@ def test_upgrade_rolls_one_pod_at_a_time_leader_last(operated: str, next_version
     assert etcdctl("get", "greeting", "--print-value-only", endpoint=endpoints(ns)[0]).strip() == (
         "hello, raft"
     )
+
+
+def test_deleting_the_cluster_takes_what_it_owns_and_keeps_the_claims(operated: str) -> None:
+    ns = operated
+    wait_for("the cluster of the earlier tests", lambda: converged(ns, 3), timeout=30)
+    kubectl("delete", "raftcluster", NAME, "-n", ns, "--timeout=60s")
+    owned = [
+        ("statefulset", NAME),
+        ("service", NAME),
+        ("service", f"{NAME}-peer"),
+        ("poddisruptionbudget", NAME),
+    ]
+
+    def gone() -> bool:
+        left = [f"{kind}/{name}" for kind, name in owned if get_or_none(kind, name, ns)]
+        if left:
+            raise AssertionError(f"still there: {left}")
+        return True
+
+    # The garbage collector follows the owner references (no handler involved).
+    wait_for("the objects owned by the RaftCluster to go", gone, timeout=90)
+    claims = {c["metadata"]["name"] for c in get("pvc", None, ns)["items"]}
+    assert {f"data-{NAME}-{k}" for k in range(3)} <= claims  # pvcRetentionPolicy: Retain
 
 
 # --- the API server refuses what the operator could not follow ----------------------------
