@@ -2,7 +2,8 @@
 
 Run with ``kopf run -m flotilla.operator.handlers --standalone`` (add ``--all-namespaces``).
 Deleting a RaftCluster needs no handler: everything it owns carries an owner reference, and
-the StatefulSet's claim retention follows ``spec.pvcRetentionPolicy``.
+the StatefulSet's claim retention follows ``spec.pvcRetentionPolicy``. kopf keeps a finalizer
+on each RaftCluster while its timer runs, so delete RaftClusters before the operator.
 """
 
 from __future__ import annotations
