@@ -114,3 +114,20 @@ def test_rolling_upgrade_runs_the_new_version_code(namespace: str, versioned_ima
     kubectl("set", "image", "statefulset/ver", f"server={versioned_image}:v2", "-n", namespace)
     kubectl("rollout", "status", "statefulset/ver", "-n", namespace, "--timeout=90s")
     assert wait_for("two ready v2 pods", lambda: versions() == {"v2"}, timeout=60)
+
+
+def test_the_operators_images_run_this_project() -> None:
+    """What RaftCluster pods and the operator Deployment name runs the installed project."""
+    import tomllib
+
+    from flotilla.operator.model import DEFAULT_IMAGE
+
+    project = tomllib.loads((images.DEFAULT_FILE.parents[2] / "pyproject.toml").read_text())
+    rules = images.read_rules(images.DEFAULT_FILE)
+    bindir = str(Path(sys.executable).parent)
+    for tag in ("dev", project["project"]["version"]):
+        node = resolve(f"{DEFAULT_IMAGE}:{tag}", ["flotilla-node"], ["--name=x"], rules)
+        assert node.path == [bindir] and node.argv == ["flotilla-node", "--name=x"]
+        operator = resolve(f"flotilla/operator:{tag}", None, ["run"], rules)
+        assert operator.path == [bindir] and operator.argv == ["kopf", "run"]
+    assert (Path(bindir) / "flotilla-node").exists() and (Path(bindir) / "kopf").exists()
