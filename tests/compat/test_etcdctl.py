@@ -840,10 +840,10 @@ def test_learner_joins_is_promoted_and_removed(targets: Targets) -> None:
                 exits = False
             flow = (
                 status.get("isLearner", False),
-                re.sub(r"\b[0-9a-f]{1,16}\b", "<id>", promoted),
+                re.sub(r" *\b[0-9a-f]{1,16}\b", " <id>", promoted),
                 sorted(m.get("isLearner", False) for m in after_promote),
                 removed[0],
-                re.sub(r"\b[0-9a-f]{1,16}\b", "<id>", removed[1]),
+                re.sub(r" *\b[0-9a-f]{1,16}\b", " <id>", removed[1]),
                 len(members(t, original)),
                 run(t, "endpoint", "health", endpoints=original)[0],
             )
