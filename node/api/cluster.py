@@ -22,6 +22,18 @@ from .etcdpb import rpc_pb2_grpc
 Header = Callable[[], pb.ResponseHeader]
 
 
+def healthy_members(core: RaftCore) -> set[int]:
+    """Members the leader heard from within the last election timeout, and itself."""
+    return {core.id} | {mid for mid, pr in core.prs.items() if pr.recent_active}
+
+
+def learner_lag(core: RaftCore, member_id: int) -> int | None:
+    """How far a member is behind the leader's log; None if it never answered (match 0),
+    which is not "in sync" however short the log is."""
+    pr = core.prs.get(member_id)
+    return None if pr is None or pr.match == 0 else core.last_index() - pr.match
+
+
 def member_pb(m: Member) -> pb.Member:
     return pb.Member(
         ID=m.id,
@@ -61,7 +73,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         )
         await self._change(
             context,
-            lambda core: memberops.add(core.conf, self.node.members, new, self._healthy(core)),
+            lambda core: memberops.add(core.conf, self.node.members, new, healthy_members(core)),
         )
         return pb.MemberAddResponse(
             header=self.header(), member=member_pb(new), members=self._members()
@@ -76,7 +88,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         await self._change(
             context,
             lambda core: memberops.remove(
-                core.conf, self.node.members, request.ID, self._healthy(core), force=False
+                core.conf, self.node.members, request.ID, healthy_members(core), force=False
             ),
         )
         return pb.MemberRemoveResponse(header=self.header(), members=self._members())
@@ -89,9 +101,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
             return forwarded  # type: ignore[no-any-return]
 
         def plan(core: RaftCore) -> memberops.Change:
-            pr = core.prs.get(request.ID)
-            # A learner that never answered (match 0) is not in sync, however short the log.
-            lag = None if pr is None or pr.match == 0 else core.last_index() - pr.match
+            lag = learner_lag(core, request.ID)
             return memberops.promote(
                 core.conf, self.node.members, request.ID, lag, core.last_index()
             )
@@ -121,13 +131,6 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return pb.MemberUpdateResponse(header=self.header(), members=self._members())
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _healthy(self, core: RaftCore) -> set[int]:
-        healthy = {core.id}
-        for mid, pr in core.prs.items():
-            if pr.recent_active:
-                healthy.add(mid)
-        return healthy
 
     async def _barrier(self, context: Any) -> None:
         try:

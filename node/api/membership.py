@@ -16,6 +16,7 @@ import grpc
 from .. import memberops
 from ..raft.core import RaftCore
 from ..server import NodeUnavailable, RaftNode
+from .cluster import healthy_members, learner_lag
 from .etcdpb import flotilla_pb2 as fpb
 from .etcdpb import flotilla_pb2_grpc
 
@@ -36,11 +37,10 @@ class MembershipService(flotilla_pb2_grpc.MembershipServicer):
         voters, learners = set(request.voters), set(request.learners)
 
         def start(core: RaftCore) -> tuple[int, bool]:
-            healthy = {core.id} | {m for m, pr in core.prs.items() if pr.recent_active}
+            healthy = healthy_members(core)
             promoted = voters - core.conf.all_voters()
             for mid in promoted & core.conf.learners:
-                pr = core.prs.get(mid)
-                lag = None if pr is None or pr.match == 0 else core.last_index() - pr.match
+                lag = learner_lag(core, mid)
                 memberops.promote(core.conf, node.members, mid, lag, core.last_index())
             change = memberops.set_voters(
                 core.conf, node.members, voters, learners, healthy, request.force
