@@ -7,6 +7,7 @@ Prometheus families only when scraped (see ``flotilla.node.metrics``).
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,7 +33,9 @@ def _code(context: Any, exc: BaseException | None) -> str:
     if isinstance(code, int) and code != 0:
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
     if exc is not None and not isinstance(exc, grpc.aio.AbortError):
-        return "CANCELLED" if isinstance(exc, GeneratorExit) else "UNKNOWN"
+        # The client went away (deadline, cancel): grpc cancels the handler's task.
+        cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+        return "CANCELLED" if cancelled else "UNKNOWN"
     return "OK"
 
 
