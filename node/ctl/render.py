@@ -78,6 +78,7 @@ def rows(
     """
     answers = {mid: s for mid, s in statuses.items() if isinstance(s, StatusInfo)}
     leaders = {s.leader for s in answers.values() if s.leader}
+    confirmed = {mid for mid, s in answers.items() if s.leader == mid}
     leader_status = next((answers[lid] for lid in leaders if lid in answers), None)
     reference = (
         leader_status.commit
@@ -115,6 +116,10 @@ def rows(
         problems = list(got.errors)
         if not got.leader:
             problems.insert(0, "no leader")
+        elif got.leader not in confirmed:
+            # A follower keeps naming its last leader until an election succeeds: only a
+            # leader that answers as leader counts.
+            problems.insert(0, f"its leader {got.leader:x} does not answer as leader")
         lag = None if reference is None else max(0, reference - got.applied)
         out.append(
             MemberRow(

@@ -54,6 +54,13 @@ def test_no_leader_and_alarms_make_a_member_unhealthy() -> None:
     assert summary(got).startswith("cluster NO QUORUM: leader none, 0/2")
 
 
+def test_a_leader_that_does_not_answer_is_no_leader() -> None:
+    got = rows(MEMBERS[:3], {M1: "UNAVAILABLE", M2: status(M2, 9), M3: status(M3, 9)})
+    assert [r.health for r in got] == ["unreachable", "unhealthy", "unhealthy"]
+    assert got[1].error == "its leader a1 does not answer as leader"
+    assert summary(got).startswith("cluster NO QUORUM: leader none, 0/3")
+
+
 def test_table_lines_up_columns_and_marks_unknowns() -> None:
     got = rows(MEMBERS[:3], {M1: status(M1, 100), M2: status(M2, 100), M3: "DEADLINE_EXCEEDED"})
     text = table(got)
