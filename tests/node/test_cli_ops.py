@@ -8,6 +8,7 @@ three healthy voters.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,6 +77,29 @@ def test_status_json_agrees_with_etcdctl(cluster: ProcessCluster) -> None:
         assert isinstance(r["applied"], int) and r["applied"] > 0
         assert isinstance(r["lag"], int) and r["lag"] >= 0
         assert r["version"]
+
+
+def test_status_watch_redraws_in_place_until_interrupted(cluster: ProcessCluster) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flotilla.node.cli", "status", "--watch", "--interval=0.2",
+         f"--endpoints={cluster.endpoints}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+
+    def redrawn() -> bool:
+        seen.append(proc.stdout.readline())  # type: ignore[union-attr]
+        return sum("\x1b[H\x1b[J" in line for line in seen) >= 3
+
+    try:
+        wait_for("three redraws of the table", redrawn, timeout=30, interval=0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0  # Ctrl-C is the normal way out
+    text = "".join(seen)
+    assert text.count("cluster OK") >= 2, text
 
 
 def test_status_reports_a_stopped_member(cluster: ProcessCluster) -> None:
