@@ -37,7 +37,7 @@ from .kv.state import KvStateMachine
 from .logs import setup_logging
 from .members import decode_members, encode_members
 from .metrics import NodeMetrics
-from .server import RaftNode
+from .server import RaftNode, is_fresh
 from .storage.errors import StorageError
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
@@ -85,10 +85,7 @@ class Member:
         )
 
     def _fresh(self) -> bool:
-        state = self.storage.load()
-        return (
-            state.hard_state.term == 0 and not state.entries and self.db.get(b"c/members") is None
-        )
+        return is_fresh(self.db, self.storage.load())
 
     def _join(self, cfg: NodeConfig) -> NodeConfig:
         """Joining an existing cluster: learn the member list, and our id in it, from a peer."""

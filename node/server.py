@@ -75,6 +75,20 @@ class Stats:
     snapshot_install_seconds: list[float] = field(default_factory=list)
 
 
+def is_fresh(db: Any, state: InitialState) -> bool:
+    """Nothing of a cluster was ever written here: no vote, no log, no snapshot, no members.
+
+    A data dir that has only its member list (a joining member stopped before it heard from
+    the leader) is not fresh: it keeps the list it was given rather than asking again.
+    """
+    return (
+        state.hard_state.term == 0
+        and not state.entries
+        and state.snapshot.index == 0
+        and db.get(MEMBERS_KEY) is None
+    )
+
+
 class RaftNode:
     """The member's consensus machinery, independent of which client API sits on top."""
 
@@ -127,8 +141,7 @@ class RaftNode:
         state: InitialState = self.storage.load()
         raw_members = self.db.get(MEMBERS_KEY)
         applied_raw = self.db.get(APPLIED_KEY)
-        fresh = state.hard_state.term == 0 and not state.entries and state.snapshot.index == 0
-        if fresh:
+        if is_fresh(self.db, state):
             members = list(self.cfg.initial_cluster)
             batch = self.db.write_batch(sync=True)
             if self.cfg.initial_cluster_state == "new":
