@@ -105,6 +105,8 @@ class RaftNode:
         self._published_at = 0.0
         self._departed: dict[int, tuple[list[str], float]] = {}
         self.removed_at: float | None = None
+        # When the driver loop last finished a turn (None: not started): what /livez reads.
+        self._turned_at: float | None = None
         self.core = self._load_core()
         self._was_member = self.member_id in self.core.log.snapshot.conf.members()
         self.transport = transport_factory(self)
@@ -225,6 +227,17 @@ class RaftNode:
     def leader_id(self) -> int:
         return self.core.lead
 
+    def stalled_for(self) -> float:
+        """Seconds since the driver loop last finished a turn (0 before it starts).
+
+        The loop turns at least once per heartbeat interval, leader or not, so a long gap
+        means the process is stuck (a hung disk write, a blocked loop), never that the
+        cluster lacks a leader.
+        """
+        if self._turned_at is None:
+            return 0.0
+        return max(0.0, time.monotonic() - self._turned_at)
+
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -245,6 +258,7 @@ class RaftNode:
                 if now - next_tick > 10 * self._tick_seconds:
                     next_tick = now + self._tick_seconds  # after a long pause, don't catch up
             await self._turn()
+            self._turned_at = time.monotonic()
 
     async def _turn(self) -> None:
         core = self.core
