@@ -44,8 +44,10 @@ def shipped_operator(crd: None) -> Iterator[None]:
         kubectl("rollout", "status", "deployment/flotilla-operator", "-n", SYSTEM, "--timeout=90s")
         yield
     finally:
-        # Operator last: RaftClusters go first (the test deletes its own), while it runs.
+        # The documented order: RaftClusters first, while the operator still runs to remove
+        # its finalizers (the test deletes its own; this catches one a failure left behind).
         print(kubectl("logs", "deployment/flotilla-operator", "-n", SYSTEM, check=False)[-3000:])
+        kubectl("delete", "raftclusters", "--all", "-A", "--timeout=60s", check=False)
         kubectl("delete", "namespace", SYSTEM, "--wait=false", check=False)
         kubectl("delete", "clusterrolebinding,clusterrole", "flotilla-operator", check=False)
 
