@@ -1,6 +1,6 @@
 """The metrics address: ``/metrics`` (Prometheus text), ``/health``, ``/livez`` and ``/readyz``.
 
-A tiny HTTP/1.1 responder on asyncio streams: three read-only endpoints don't justify a web
+A tiny HTTP/1.1 responder on asyncio streams: four read-only endpoints don't justify a web
 framework, and probes must keep answering even when the member is busy.
 """
 
