@@ -29,6 +29,7 @@ from typing import Any
 import plyvel
 
 from .config import NodeConfig
+from .kv.requests import HEADER_SIZE, ID_SIZE
 from .members import Member, decode_members, encode_members
 from .proposals import PendingProposal, Waiters
 from .raft.core import Config, InitialState, RaftCore, Role
@@ -553,6 +554,28 @@ class RaftNode:
                 self.sm.on_leader(True)
             elif was_leader:
                 self.sm.on_leader(False)
+            if lead != NONE and self.waiters.proposals:
+                self._fail_lost_proposals()
+
+    def _fail_lost_proposals(self) -> None:
+        """Fail at once the proposals a leader change lost, instead of at their timeout.
+
+        A proposal this member forwarded to the old leader (or one a leader handing over
+        dropped) is gone unless its entry reached our log; nobody will ever resolve it, and its
+        client would wait for the full timeout. Those whose entry we hold may still commit
+        under the new leader and keep waiting. A failed one may, rarely, still commit (the old
+        leader had appended it and is re-elected): like a timeout, the error means "unknown".
+        """
+        log_ = self.core.log
+        held: set[bytes] = set()
+        if log_.last_index() > log_.applied:
+            for e in log_.slice(log_.applied + 1, 1 << 62, 1 << 62):
+                if e.type == EntryType.NORMAL:
+                    held.add(e.data[HEADER_SIZE - ID_SIZE : HEADER_SIZE])
+        lost = [rid for rid in self.waiters.proposals if rid not in held]
+        for rid in lost:
+            self.waiters.resolve(rid, NodeUnavailable("etcdserver: leader changed"))
+        self.stats.proposals_failed += len(lost)
 
     # -- shutdown -------------------------------------------------------------------------------
 
