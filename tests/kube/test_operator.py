@@ -587,3 +587,5 @@ def test_invalid_clusters_are_refused_with_a_readable_message(crd: None, namespa
         '{"spec": {"storage": {"size": "2Gi"}}}',
     )
     assert "storage is immutable" in err, err
+    # Not left for an operator that watches every namespace (test_operator_in_cluster).
+    kubectl("delete", "raftcluster", NAME, "-n", namespace)

@@ -67,6 +67,15 @@ def test_rbac_grants_the_steps_and_no_more(shipped_operator: None) -> None:
     assert not can("create", "pods")
 
 
+def pod_logs(ns: str) -> str:
+    """Every member's log, for a person reading a failure."""
+    out = []
+    for pod in get("pods", None, ns)["items"]:
+        name = pod["metadata"]["name"]
+        out.append(f"--- {name} ---\n" + kubectl("logs", name, "-n", ns, check=False)[-1500:])
+    return "\n".join(out)
+
+
 def test_operator_pod_runs_a_cluster_and_claims_follow_the_delete_policy(
     shipped_operator: None, namespace: str
 ) -> None:
@@ -78,7 +87,11 @@ def test_operator_pod_runs_a_cluster_and_claims_follow_the_delete_policy(
     etcdctl("put", "greeting", "hello from the pod", endpoint=endpoints(ns)[0])
 
     kubectl("scale", f"raftcluster/{NAME}", "-n", ns, "--replicas=3")
-    wait_for("3 Ready voters", lambda: converged(ns, 3), timeout=90)
+    try:
+        wait_for("3 Ready voters", lambda: converged(ns, 3), timeout=90)
+    except AssertionError:
+        print(pod_logs(ns))
+        raise
     kubectl("scale", f"raftcluster/{NAME}", "-n", ns, "--replicas=1")
 
     def shrunk() -> bool:
@@ -96,7 +109,8 @@ def test_operator_pod_runs_a_cluster_and_claims_follow_the_delete_policy(
     assert "StepFailed" not in reasons, told  # a forbidden call would be a failed step
     assert {"AddingLearner", "Reconfiguring", "DeletingClaims"} <= set(reasons), told
     logs = kubectl("logs", "deployment/flotilla-operator", "-n", SYSTEM)
-    assert "forbidden" not in logs.lower(), logs[-2000:]
+    # A request its RBAC refuses names the account ("User ... cannot ...").
+    assert f'User "{ACCOUNT}" cannot' not in logs, logs[-2000:]
     operator_pod = get("pods", None, SYSTEM)["items"][0]
     assert operator_pod["status"]["containerStatuses"][0]["restartCount"] == 0  # liveness holds
 

@@ -124,12 +124,18 @@ class Writer:
                     self.ack_times.append(now)
                     if self.outages and self.outages[-1].ended is None:
                         self.outages[-1].ended = now
+                        since = started - self.outages[-1].started
+                        took = now - started
+                        self.outages[-1].errors.append(f"+{since:.2f}s, {took:.2f}s: acknowledged")
                 else:
                     self.failures += 1
                     if not self.outages or self.outages[-1].ended is not None:
                         self.outages.append(Outage(started))
                     if len(self.outages[-1].errors) < 5:
-                        self.outages[-1].errors.append(error)
+                        # When and how long each failed attempt took: the story of an outage.
+                        since = started - self.outages[-1].started
+                        took = now - started
+                        self.outages[-1].errors.append(f"+{since:.2f}s, {took:.2f}s: {error}")
             # Pace successful writes; after a failure move on to the next endpoint at once.
             if error is None or not endpoints:
                 self._stop.wait(PACE_S)
@@ -152,12 +158,13 @@ class Writer:
         worst = max(recent, key=lambda o: o.length(now), default=None)
         longest = worst.length(now) if worst else 0.0
         assert longest <= limit_s, (
-            f"{what}: writes failed for {longest:.1f}s in a row (limit {limit_s}s): "
-            f"{worst.errors if worst else []}"
+            f"{what}: writes failed for {longest:.1f}s in a row, from the first failure to the "
+            f"next acknowledged write (limit {limit_s}s): {worst.errors if worst else []}"
         )
         return (
             f"{what}: {acks} writes acknowledged in {now - since:.0f}s, all {len(acked)} so far "
             f"stored; longest failing stretch {longest:.2f}s"
+            + (f" {worst.errors}" if worst is not None and longest > 0.5 else "")
         )
 
 
