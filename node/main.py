@@ -29,7 +29,7 @@ from .api.etcdpb import flotilla_pb2, v3election_pb2, v3lock_pb2
 from .api.etcdpb import rpc_pb2 as pb
 from .api.grpcmetrics import GrpcCounters
 from .api.handle import GRPC_SERVER_OPTIONS
-from .api.http import HttpEndpoints, health_route, ready_route
+from .api.http import HttpEndpoints, health_route, live_route, ready_route
 from .api.maintenance import MaintenanceService
 from .api.membership import MembershipService
 from .config import ConfigError, NodeConfig, parse
@@ -49,6 +49,11 @@ log = logging.getLogger("flotilla.node")
 def _hostport(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port}"
+
+
+# /livez fails once the driver loop has not turned for this long: far beyond any fsync or
+# apply batch of a healthy member, short enough that a stuck one is restarted.
+LIVENESS_STALL_S = 30.0
 
 
 class Member:
@@ -80,6 +85,7 @@ class Member:
             {
                 "/metrics": lambda: (200, "text/plain; version=0.0.4", self.metrics.render()),
                 "/health": health_route(lambda: self.node.core.lead != 0),
+                "/livez": live_route(self.node.stalled_for, LIVENESS_STALL_S),
                 "/readyz": ready_route(self._ready),
             }
         )

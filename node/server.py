@@ -30,6 +30,7 @@ import plyvel
 
 from . import events
 from .config import NodeConfig
+from .kv.requests import HEADER_SIZE, ID_SIZE
 from .members import Member, decode_members, encode_members
 from .proposals import PendingProposal, Waiters
 from .raft.core import Config, InitialState, RaftCore, Role
@@ -124,6 +125,8 @@ class RaftNode:
         self._published_at = 0.0
         self._departed: dict[int, tuple[list[str], float]] = {}
         self.removed_at: float | None = None
+        # When the driver loop last finished a turn (None: not started): what /livez reads.
+        self._turned_at: float | None = None
         self.core = self._load_core()
         self._was_member = self.member_id in self.core.log.snapshot.conf.members()
         self.transport = transport_factory(self)
@@ -243,6 +246,17 @@ class RaftNode:
     def leader_id(self) -> int:
         return self.core.lead
 
+    def stalled_for(self) -> float:
+        """Seconds since the driver loop last finished a turn (0 before it starts).
+
+        The loop turns at least once per heartbeat interval, leader or not, so a long gap
+        means the process is stuck (a hung disk write, a blocked loop), never that the
+        cluster lacks a leader.
+        """
+        if self._turned_at is None:
+            return 0.0
+        return max(0.0, time.monotonic() - self._turned_at)
+
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -263,6 +277,7 @@ class RaftNode:
                 if now - next_tick > 10 * self._tick_seconds:
                     next_tick = now + self._tick_seconds  # after a long pause, don't catch up
             await self._turn()
+            self._turned_at = time.monotonic()
 
     async def _turn(self) -> None:
         core = self.core
@@ -567,6 +582,28 @@ class RaftNode:
                 self.sm.on_leader(True)
             elif was_leader:
                 self.sm.on_leader(False)
+            if lead != NONE and self.waiters.proposals:
+                self._fail_lost_proposals()
+
+    def _fail_lost_proposals(self) -> None:
+        """Fail at once the proposals a leader change lost, instead of at their timeout.
+
+        A proposal this member forwarded to the old leader (or one a leader handing over
+        dropped) is gone unless its entry reached our log; nobody will ever resolve it, and its
+        client would wait for the full timeout. Those whose entry we hold may still commit
+        under the new leader and keep waiting. A failed one may, rarely, still commit (the old
+        leader had appended it and is re-elected): like a timeout, the error means "unknown".
+        """
+        log_ = self.core.log
+        held: set[bytes] = set()
+        if log_.last_index() > log_.applied:
+            for e in log_.slice(log_.applied + 1, 1 << 62, 1 << 62):
+                if e.type == EntryType.NORMAL:
+                    held.add(e.data[HEADER_SIZE - ID_SIZE : HEADER_SIZE])
+        lost = [rid for rid in self.waiters.proposals if rid not in held]
+        for rid in lost:
+            self.waiters.resolve(rid, NodeUnavailable("etcdserver: leader changed"))
+        self.stats.proposals_failed += len(lost)
 
     # -- shutdown -------------------------------------------------------------------------------
 

@@ -41,8 +41,12 @@ def act(kube: Kube, body: Mapping[str, Any], world: World, step: p.Step) -> None
     name, ns = meta["name"], meta.get("namespace", "default")
     match step:
         case p.CreateResources(kinds=kinds, replicas=replicas, initial_cluster_state=state):
+            sts = world.observed.statefulset
             for kind in kinds:
-                _create_or_restore(kube, ns, resources.build(body, kind, replicas, state))
+                n = replicas
+                if kind == resources.PDB:
+                    n = resources.budget_pods(body, sts.replicas if sts else None)
+                _create_or_restore(kube, ns, resources.build(body, kind, n, state))
         case p.UpdateTemplate(initial_cluster_state=state):
             sts = world.observed.statefulset
             assert sts is not None

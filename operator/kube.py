@@ -76,9 +76,7 @@ class Kube:
         content_type: str = "application/json",
     ) -> Obj:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        # The client's loaders keep a token (kubeconfig or service account) under
-        # "BearerToken"; older ones used "authorization", which the alias still finds.
-        token = self.cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
+        token = authorization(self.cfg)
         if token:
             headers["Authorization"] = token
         resp = self.session.request(
@@ -130,6 +128,17 @@ class Kube:
         except KubeError as exc:
             if exc.status != 404:
                 raise
+
+
+def authorization(cfg: Any) -> str | None:
+    """The Authorization header value, refreshed if the credentials say how.
+
+    The in-cluster loader keeps the service-account token under ``BearerToken`` (re-read from
+    the projected file when it nears expiry); kubeconfig tokens may sit under
+    ``authorization``. Asking for only one of them sent in-cluster requests anonymously.
+    """
+    token: str | None = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
+    return token
 
 
 def _configuration() -> Any:

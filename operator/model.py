@@ -135,6 +135,7 @@ class Pod:
     config_hash: str = ""  # the pod's CONFIG_HASH_ANNOTATION
     created_at: float = 0.0  # seconds since the epoch; a restarted pod is a new pod
     deleting: bool = False  # deletionTimestamp is set
+    restarts: int = 0  # the node container's restartCount: its process exited or was killed
 
 
 @dataclass(frozen=True)

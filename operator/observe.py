@@ -145,13 +145,15 @@ def observe(kube: Kube, body: Mapping[str, Any], now: float | None = None) -> Wo
     pod_objs = kube.list("pods", ns, selector)
     pvc_objs = kube.list("persistentvolumeclaims", ns, selector)
     missing = set()
+    sts = readers.read_statefulset(sts_obj) if sts_obj else None
+    budget = resources.budget_pods(body, sts.replicas if sts else None)
     for kind, kube_kind, obj_name in (
         (resources.PEER_SERVICE, "services", resources.peer_service_name(name)),
         (resources.CLIENT_SERVICE, "services", name),
         (resources.PDB, "poddisruptionbudgets", name),
     ):
         live = kube.get(kube_kind, ns, obj_name)
-        if live is None or readers.drifted(resources.build(body, kind), live):
+        if live is None or readers.drifted(resources.build(body, kind, budget), live):
             missing.add(kind)
 
     addresses = {}
@@ -173,7 +175,7 @@ def observe(kube: Kube, body: Mapping[str, Any], now: float | None = None) -> Wo
 
     observed = Observed(
         now=time.time() if now is None else now,
-        statefulset=readers.read_statefulset(sts_obj) if sts_obj else None,
+        statefulset=sts,
         missing=frozenset(missing),
         pods=readers.read_pods(name, pod_objs),
         pvcs=readers.read_pvcs(name, pvc_objs),

@@ -36,6 +36,9 @@ CATCH_UP_LAG = 1000
 # A pod running the new configuration that is still not Ready this long after it was
 # created stops the rollout: the new version is failing, and a person must look.
 ROLLOUT_TIMEOUT_S = 600.0
+# ... and so does one whose process has exited this many times and is not Ready: a version
+# that crashes on start will not come up by waiting ten minutes.
+ROLLOUT_CRASHES = 2
 # A member still down this long after its pod started, on a claim never bound to it, cannot
 # start on what the claim holds (recreated empty, or a removed member's data): it is
 # replaced by a new member on a wiped claim.
@@ -507,6 +510,13 @@ def _rollout(spec: Spec, observed: Observed, cluster: Cluster) -> Step | None:
     for p in pods:
         if p.config_hash != spec.config_hash or _pod_recovered(p, spec, cluster):
             continue
+        if not p.ready and p.restarts >= ROLLOUT_CRASHES:
+            return RolloutHalted(
+                p.ordinal,
+                f"pod {pod_name(spec.name, p.ordinal)} on {spec.image_ref} exited "
+                f"{p.restarts} times and is not Ready; the rollout is stopped "
+                f"(set the previous version back to recover)",
+            )
         if not p.ready and observed.now - p.created_at > ROLLOUT_TIMEOUT_S:
             minutes = int((observed.now - p.created_at) // 60)
             return RolloutHalted(

@@ -56,6 +56,7 @@ def read_pod(cluster: str, obj: Mapping[str, Any]) -> model.Pod | None:
         for c in status.get("conditions") or []
     )
     containers = obj.get("spec", {}).get("containers") or [{}]
+    restarts = sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses") or [])
     return model.Pod(
         ordinal=ordinal,
         phase=status.get("phase", "Pending"),
@@ -64,6 +65,7 @@ def read_pod(cluster: str, obj: Mapping[str, Any]) -> model.Pod | None:
         config_hash=_annotations(obj).get(model.CONFIG_HASH_ANNOTATION, ""),
         created_at=timestamp(meta.get("creationTimestamp")),
         deleting=bool(meta.get("deletionTimestamp")),
+        restarts=restarts,
     )
 
 

@@ -173,14 +173,16 @@ def _container(body: Mapping[str, Any], replicas: int, initial_cluster_state: st
             "timeoutSeconds": 3,
             "failureThreshold": 3,
         },
-        # /health fails while there is no leader. An election or a slow start must not get
-        # members killed, so the kubelet waits a long time before restarting one.
+        # Liveness must only fail when a restart cures something: /livez fails when the
+        # member's loop is stuck, never for want of a leader. (/health does fail without a
+        # leader; probing it would restart every member of a cluster that lost quorum, which
+        # only makes its recovery slower, as etcd's own operators know.)
         "livenessProbe": {
-            "httpGet": {"path": "/health", "port": METRICS_PORT},
+            "httpGet": {"path": "/livez", "port": METRICS_PORT},
             "initialDelaySeconds": 15,
             "periodSeconds": 10,
             "timeoutSeconds": 5,
-            "failureThreshold": 12,
+            "failureThreshold": 6,
         },
     }
     if spec["resources"]:
@@ -285,9 +287,14 @@ def client_service(body: Mapping[str, Any]) -> Obj:
     }
 
 
-def pod_disruption_budget(body: Mapping[str, Any]) -> Obj:
+def pod_disruption_budget(body: Mapping[str, Any], pods: int | None = None) -> Obj:
+    """The budget for a cluster of ``pods`` members (default: the spec's replicas).
+
+    Pass the larger of the spec and the StatefulSet (``budget_pods``): while 5 -> 3 is in
+    flight, five voters still need three of them, whatever the spec already says.
+    """
     name = body["metadata"]["name"]
-    replicas = with_defaults(body["spec"])["replicas"]
+    replicas = with_defaults(body["spec"])["replicas"] if pods is None else pods
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -297,6 +304,11 @@ def pod_disruption_budget(body: Mapping[str, Any]) -> Obj:
             "selector": {"matchLabels": selector_labels(name)},
         },
     }
+
+
+def budget_pods(body: Mapping[str, Any], statefulset_replicas: int | None) -> int:
+    """How many members the budget protects: the spec's, or more while a scale-down runs."""
+    return max(int(with_defaults(body["spec"])["replicas"]), statefulset_replicas or 0)
 
 
 def build(
@@ -310,5 +322,5 @@ def build(
     if kind == STATEFULSET:
         return statefulset(body, replicas, initial_state)
     if kind == PDB:
-        return pod_disruption_budget(body)
+        return pod_disruption_budget(body, replicas)
     raise ValueError(f"unknown kind {kind!r}")

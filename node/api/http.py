@@ -1,6 +1,6 @@
-"""The metrics address: ``/metrics`` (Prometheus text), ``/health`` and ``/readyz``.
+"""The metrics address: ``/metrics`` (Prometheus text), ``/health``, ``/livez`` and ``/readyz``.
 
-A tiny HTTP/1.1 responder on asyncio streams: three read-only endpoints don't justify a web
+A tiny HTTP/1.1 responder on asyncio streams: four read-only endpoints don't justify a web
 framework, and probes must keep answering even when the member is busy.
 """
 
@@ -61,6 +61,25 @@ def health_route(has_leader: Callable[[], bool]) -> Route:
         ok = has_leader()
         body = json.dumps({"health": str(ok).lower(), "reason": "" if ok else "no leader"})
         return (200 if ok else 503), "application/json", body.encode()
+
+    return route
+
+
+def live_route(stalled_for: Callable[[], float], limit: float) -> Route:
+    """Alive while the driver loop keeps turning, whatever the cluster's state.
+
+    A liveness probe restarts the process when it fails; that must cure something. A member
+    without a leader (lost quorum, a partition) is not cured by a restart, and restarting
+    every member of a cluster that lost quorum makes things worse, so this route never looks
+    at the leader: it only fails when the loop itself has stopped turning (or, since it is
+    served by the same event loop, does not answer at all).
+    """
+
+    def route() -> tuple[int, str, bytes]:
+        stalled = stalled_for()
+        if stalled > limit:
+            return 503, "text/plain", f"driver loop stalled for {stalled:.1f}s\n".encode()
+        return 200, "text/plain", b"ok\n"
 
     return route
 

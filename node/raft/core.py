@@ -939,16 +939,19 @@ class RaftCore:
         )
 
     def _check_read_rounds(self) -> None:
-        me = self.id
+        me, newest = self.id, self.reads.round
         acks = self.reads.acks
+        # The leader is in every round it started, and in none it has not: counting it as
+        # INFINITE would let a configuration where it alone is a quorum (a late echo after
+        # 3 -> 1) confirm every future round at once, and no read would be released again
+        # once the cluster grew back.
         confirmed = quorum.joint_index(
             self.conf.voters,
             self.conf.outgoing,
-            lambda mid: quorum.INFINITE if mid == me else acks.get(mid, 0),
+            lambda mid: newest if mid == me else acks.get(mid, 0),
         )
-        # No quorum confirms a round that has not started: a lone voter's "infinite" answer
-        # (echoes from learners land here) must not cover every round to come.
-        confirmed = min(confirmed, self.reads.round)
+        # Nor does any echo confirm a round that has not started (learners' echoes land here).
+        confirmed = min(confirmed, newest)
         lease = 0 if self._lease_forbidden else self.lease_ticks
         for pending in self.reads.confirm(confirmed, lease):
             self._release_read(pending.requester, pending.index, pending.contexts)

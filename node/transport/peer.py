@@ -77,7 +77,7 @@ class Transport:
         max_queue_bytes: int = 32 << 20,
         snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
         snapshot_timeout: float = 600.0,
-        backoff: tuple[float, float] = (0.05, 2.0),
+        backoff: tuple[float, float] = (0.05, 0.5),
     ) -> None:
         """``on_report`` is called whenever a report is queued, e.g. to wake the driver."""
         self.cluster_id = cluster_id

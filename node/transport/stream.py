@@ -33,10 +33,17 @@ MESSAGE_OVERHEAD = 64
 """Bytes a queued message is counted for besides its entries."""
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    # gRPC's own reconnect backoff defaults to 1 s .. 120 s; match ours instead.
+    # gRPC's own reconnect backoff defaults to 1 s .. 120 s; match ours instead. Half a
+    # second at most: a member that comes back (a restarted pod) must be reachable from every
+    # peer well within an election timeout, or a leadership move onto a link still backing
+    # off stalls commits for that long.
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    # A peer that comes back at a new address (a recreated pod keeps its name, not its IP)
+    # is found at once: gRPC re-resolves a failing target at most every 30 s by default, and
+    # for that long a member would keep dialling the old address.
+    ("grpc.dns_min_time_between_resolutions_ms", 500),
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     # Notice a silently dead peer (partition, no RST) instead of writing into it forever.
@@ -59,7 +66,7 @@ class PeerStream:
         max_messages: int = 4096,
         max_bytes: int = 32 << 20,
         max_batch_bytes: int = 4 << 20,
-        backoff: tuple[float, float] = (0.05, 2.0),
+        backoff: tuple[float, float] = (0.05, 0.5),
     ) -> None:
         if not urls:
             raise ValueError(f"member {member_id:x} has no peer URL")

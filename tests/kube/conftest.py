@@ -17,7 +17,7 @@ import pytest
 
 from tests.kube.kubectl import kubectl, wait_for
 from tests.kube.localkube import cli, controlplane, procs
-from tests.kube.localkube.config import Config, binaries_dir
+from tests.kube.localkube.config import REPO_ROOT, Config, binaries_dir
 
 
 def _running(cfg: Config) -> bool:
@@ -67,3 +67,10 @@ def namespace(cluster: Config) -> Iterator[str]:
     )
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Config) -> None:
+    """The RaftCluster CRD installed and Established (it stays: CRDs are cluster-wide)."""
+    kubectl("apply", "-f", str(REPO_ROOT / "crds" / "raftcluster.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/raftclusters.flotilla.dev", "--timeout=30s")

@@ -225,3 +225,11 @@ def test_metrics_and_probes(cluster3: ProcessCluster) -> None:
     for m in cluster3.members:
         assert m.http("/health")[0] == 200
         wait_for(f"{m.name} to be ready", lambda m=m: m.http("/readyz")[0] == 200)
+    # Liveness does not depend on the cluster: a member left alone after its peers died has
+    # no leader (health and readiness fail), yet it is alive, and restarting it cures nothing.
+    survivor, *gone = cluster3.members
+    for m in gone:
+        cluster3.kill(m)
+    wait_for("the survivor to lose its leader", lambda: survivor.http("/health")[0] == 503)
+    assert survivor.http("/readyz")[0] == 503
+    assert survivor.http("/livez") == (200, "ok\n")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from kubernetes import client
+
 from flotilla.operator import plan as p
+from flotilla.operator.kube import authorization
 from flotilla.operator.observe import MemberStatus, elected, flotilla_version, read_cluster
 from flotilla.operator.reconcile import announcements
 
@@ -77,3 +80,13 @@ def test_failures_and_alarms_are_warnings_done_is_told_when_reached() -> None:
         ("Reconciled", "the cluster matches the spec", False)
     ]
     assert announcements(done, {"phase": "Running"}, {"phase": "Running"}, None) == []
+
+
+def test_the_service_account_token_is_sent_in_cluster_and_from_a_kubeconfig() -> None:
+    in_cluster = client.Configuration()
+    in_cluster.api_key = {"BearerToken": "Bearer sa-token"}  # as load_incluster_config does
+    assert authorization(in_cluster) == "Bearer sa-token"
+    kubeconfig = client.Configuration()
+    kubeconfig.api_key = {"authorization": "Bearer user-token"}
+    assert authorization(kubeconfig) == "Bearer user-token"
+    assert authorization(client.Configuration()) is None  # client certificates only

@@ -13,6 +13,7 @@ import pytest
 from flotilla.operator.model import Member, Observed, Operation, Pvc, Spec
 from flotilla.operator.plan import (
     REPAIR_GRACE_S,
+    ROLLOUT_CRASHES,
     ROLLOUT_TIMEOUT_S,
     AddLearner,
     BindPvc,
@@ -572,3 +573,32 @@ def test_rollout_halted_names_the_pod_and_the_image() -> None:
     assert isinstance(step, RolloutHalted)
     assert step.ordinal == 2
     assert "db-2" in step.message and "flotilla/node:1.1" in step.message
+
+
+def test_a_new_version_that_crashes_halts_the_rollout_at_once() -> None:
+    """Pod 2 restarted onto 1.1 and its process exited twice: no other pod is touched."""
+    crashing = pod(2, ready=False, version="1.1", config_hash=NEW_HASH, created_at=NOW - 30)
+    pods = [pod(0), pod(1), replace(crashing, restarts=ROLLOUT_CRASHES)]
+    step = plan(
+        spec(version="1.1"),
+        world(template_hash=NEW_HASH, pods_on={2: "1.1"}, unhealthy=(2,), pods=pods),
+    )
+    assert isinstance(step, RolloutHalted)
+    assert step.ordinal == 2 and "exited 2 times" in step.message
+    # One exit is not yet a verdict (a slow first start may be killed once).
+    pods[2] = replace(crashing, restarts=1)
+    step = plan(
+        spec(version="1.1"),
+        world(template_hash=NEW_HASH, pods_on={2: "1.1"}, unhealthy=(2,), pods=pods),
+    )
+    assert isinstance(step, WaitFor) and step.why == "PodRecovering"
+
+
+def test_setting_the_version_back_restarts_the_crashed_pod_first() -> None:
+    """Back on 1.0, the pod stuck on 1.1 is the only outdated one, and it is down."""
+    crashing = pod(2, ready=False, version="1.1", config_hash=NEW_HASH, restarts=3)
+    step = plan(
+        spec(version="1.0"),
+        world(pods_on={2: "1.1"}, unhealthy=(2,), pods=[pod(0), pod(1), crashing]),
+    )
+    assert step == DeletePod(2)

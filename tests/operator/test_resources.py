@@ -187,8 +187,10 @@ def test_probes() -> None:
     c = container(resources.statefulset(BODY))
     ready, live = c["readinessProbe"], c["livenessProbe"]
     assert ready["httpGet"] == {"path": "/readyz", "port": 2381}
-    assert live["httpGet"] == {"path": "/health", "port": 2381}
-    # An election or a slow start must not get members killed: minutes, not seconds.
+    # Liveness never depends on a leader (/health would restart every member of a cluster
+    # that lost quorum); /livez fails only when the member's loop is stuck.
+    assert live["httpGet"] == {"path": "/livez", "port": 2381}
+    # A slow start or a loaded machine must not get members killed: a minute, not seconds.
     assert live["periodSeconds"] * live["failureThreshold"] >= 60
     assert live["failureThreshold"] > ready["failureThreshold"]
 
@@ -223,6 +225,19 @@ def test_disruption_budget_keeps_a_quorum(replicas: int, min_available: int) -> 
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["spec"]["minAvailable"] == min_available
     assert pdb["spec"]["selector"]["matchLabels"] == resources.selector_labels("db")
+
+
+@pytest.mark.parametrize(
+    ("spec_replicas", "statefulset", "min_available"),
+    [(3, 5, 3), (1, 3, 2), (5, 3, 3), (3, 3, 2), (3, None, 2)],
+)
+def test_disruption_budget_covers_the_larger_of_spec_and_statefulset(
+    spec_replicas: int, statefulset: int | None, min_available: int
+) -> None:
+    """While 5 -> 3 runs, five voters still need three; while 3 -> 5 runs, five will."""
+    b = body(replicas=spec_replicas)
+    pdb = resources.build(b, resources.PDB, resources.budget_pods(b, statefulset))
+    assert pdb["spec"]["minAvailable"] == min_available
 
 
 def test_config_hash_follows_what_shapes_pods_and_nothing_else() -> None:

@@ -444,3 +444,29 @@ def test_reads_still_confirm_after_a_single_voter_grows() -> None:
     c.stabilize()
     assert not c.members[1].waiting_reads, "the leader's read was never confirmed"
     assert not c.members[2].waiting_reads, "the follower's read was never confirmed"
+
+
+def test_reads_after_shrinking_to_one_voter_and_growing_back() -> None:
+    """3 -> 1 -> 3: a late heartbeat echo while the leader alone is a quorum must not confirm
+    rounds that have not started yet; reads in the grown cluster are released again."""
+    c = Cluster(3, spares=2)
+    c.elect(1)
+    write(c, 1, b"w1")
+    c[1].propose_conf_change({1})
+    c.stabilize()
+    c.tick(n=30)  # the departing members keep hearing heartbeats, and echo them
+    c.stabilize()
+    assert c[1].conf.voters == {1}
+    c.read(1, b"r-alone")
+    c.stabilize()
+    assert not c.members[1].waiting_reads
+    c[1].propose_conf_change({1}, {4, 5})
+    c.stabilize()
+    c[1].propose_conf_change({1, 4, 5})
+    c.stabilize()
+    assert c[1].conf.voters == {1, 4, 5} and not c[1].conf.joint
+    c.read(1, b"r-three")
+    c.stabilize()
+    c.tick([1], n=c[1].cfg.heartbeat_tick)
+    c.stabilize()
+    assert not c.members[1].waiting_reads, "the read after growing back was never released"
