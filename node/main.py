@@ -40,6 +40,7 @@ from .server import RaftNode
 from .storage.errors import StorageError
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
+from .tls import TlsError, TlsMaterial, load
 from .transport.peer import Transport, fetch_members
 
 log = logging.getLogger("flotilla.node")
@@ -55,6 +56,9 @@ class Member:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
+        # Read before the data directory is touched: a bad file is a configuration error.
+        self.client_tls: TlsMaterial | None = load(cfg.client_tls, "")
+        self.peer_tls: TlsMaterial | None = load(cfg.peer_tls, "peer-")
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = plyvel.DB(str(cfg.data_dir / "db"), create_if_missing=True)
         if is_removed(self.db):
@@ -93,7 +97,7 @@ class Member:
         mine = set(cfg.initial_advertise_peer_urls)
         peers = [u for m in cfg.initial_cluster if set(m.peer_urls) != mine for u in m.peer_urls]
         try:
-            raw = asyncio.run(fetch_members(cfg.cluster_id, peers))
+            raw = asyncio.run(fetch_members(cfg.cluster_id, peers, tls=self.peer_tls))
         except ConnectionError as exc:
             raise StorageError(f"cannot join the cluster: {exc}") from exc
         members = decode_members(raw)
@@ -120,6 +124,7 @@ class Member:
             snapshot_source=self.storage.load_snapshot,
             on_report=node.wake,
             on_members=lambda: encode_members(node.members.values()),
+            tls=self.peer_tls,
         )
 
     def _ready(self) -> tuple[bool, str]:
@@ -144,7 +149,13 @@ class Member:
         server = self.grpc_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         self.sm.add_services(server, self._header)
         cluster.add_to_server(
-            server, ClusterService(self.node, self._header, cfg.initial_cluster_token)
+            server,
+            ClusterService(
+                self.node,
+                self._header,
+                cfg.initial_cluster_token,
+                self.client_tls.channel_credentials() if self.client_tls else None,
+            ),
         )
         maintenance.add_to_server(
             server,
@@ -173,7 +184,11 @@ class Member:
         ]
         reflection.enable_server_reflection(services, server)
         for url in cfg.listen_client_urls:
-            server.add_insecure_port(_hostport(url))
+            if urlsplit(url).scheme == "https":
+                assert self.client_tls is not None  # the config checked it
+                server.add_secure_port(_hostport(url), self.client_tls.server_credentials())
+            else:
+                server.add_insecure_port(_hostport(url))
         await server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.node.transport.start(cfg.listen_peer_urls[0])
@@ -233,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cfg.name)
     try:
         member = Member(cfg)
-    except (StorageError, plyvel.Error) as exc:
+    except (StorageError, TlsError, plyvel.Error) as exc:
         print(f"flotilla-node: {exc}", file=sys.stderr)
         return 2
     asyncio.run(member.run())

@@ -45,7 +45,16 @@ def member_pb(m: Member) -> pb.Member:
 
 
 class ClusterService(rpc_pb2_grpc.ClusterServicer):
-    def __init__(self, node: RaftNode, header: Header, token: str) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        header: Header,
+        token: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """``credentials``: what this member presents to the leader's https client URL when it
+        forwards a call (its own client certificate and trusted CA)."""
+        self._credentials = credentials
         self.node = node
         self.header = header
         self.token = token
@@ -183,8 +192,13 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         if leader is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
         assert leader is not None
-        target = leader.client_urls[0].split("://", 1)[-1]
-        async with grpc.aio.insecure_channel(target) as channel:
+        scheme, _, target = leader.client_urls[0].rpartition("://")
+        if scheme == "https":
+            creds = self._credentials or grpc.ssl_channel_credentials()
+            channel = grpc.aio.secure_channel(target, creds)
+        else:
+            channel = grpc.aio.insecure_channel(target)
+        async with channel:
             call = channel.unary_unary(
                 f"/etcdserverpb.Cluster/{method}",
                 request_serializer=type(request).SerializeToString,
