@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from . import __version__
 from .api import cluster, maintenance, membership
 from .api.cluster import ClusterService
+from .api.decode import DecodeGuard
 from .api.etcdpb import flotilla_pb2, v3election_pb2, v3lock_pb2
 from .api.etcdpb import rpc_pb2 as pb
 from .api.handle import GRPC_SERVER_OPTIONS
@@ -146,7 +147,9 @@ class Member:
     async def start(self) -> None:
         cfg = self.cfg
         # Created here, inside the running loop: grpc.aio binds to the loop that creates it.
-        server = self.grpc_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        server = self.grpc_server = grpc.aio.server(
+            options=GRPC_SERVER_OPTIONS, interceptors=[DecodeGuard()]
+        )
         self.sm.add_services(server, self._header)
         cluster.add_to_server(
             server,

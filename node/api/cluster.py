@@ -70,6 +70,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return pb.MemberListResponse(header=self.header(), members=self._members())
 
     async def MemberAdd(self, request: pb.MemberAddRequest, context: Any) -> pb.MemberAddResponse:
+        await _check_urls(context, list(request.peerURLs))
         forwarded = await self._forward(context, "MemberAdd", request, pb.MemberAddResponse)
         if forwarded is not None:
             return forwarded  # type: ignore[no-any-return]
@@ -121,6 +122,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def MemberUpdate(
         self, request: pb.MemberUpdateRequest, context: Any
     ) -> pb.MemberUpdateResponse:
+        await _check_urls(context, list(request.peerURLs))
         forwarded = await self._forward(context, "MemberUpdate", request, pb.MemberUpdateResponse)
         if forwarded is not None:
             return forwarded  # type: ignore[no-any-return]
@@ -208,6 +210,13 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                 return await call(request, timeout=10)
             except grpc.aio.AioRpcError as err:
                 await context.abort(err.code(), err.details() or "")
+
+
+async def _check_urls(context: Any, urls: list[str]) -> None:
+    try:
+        memberops.check_peer_urls(urls)
+    except memberops.MemberOpError as exc:
+        await context.abort(exc.code, exc.message)
 
 
 def add_to_server(server: Any, service: ClusterService) -> None:

@@ -150,6 +150,10 @@ class Transport:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         for mid, urls in wanted.items():
+            if not urls:
+                # Nothing to dial (the Cluster service refuses such members; this keeps an
+                # old record from stopping the member): messages to it are reported lost.
+                continue
             if mid not in self._peers:
                 self._peers[mid] = PeerStream(
                     mid,

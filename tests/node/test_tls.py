@@ -100,7 +100,9 @@ def test_a_member_with_a_certificate_of_another_ca_cannot_join_or_send(
     client, peer, metrics = free_ports(3)
     rogue = Proc("m4", client, peer, metrics, cluster.root / "m4", cluster.root / "m4.log")
     rogue.scheme = "https"
-    etcdctl(cluster.endpoints, *tls, "member", "add", "m4", f"--peer-urls={rogue.peer_url}", "--learner")
+    etcdctl(
+        cluster.endpoints, *tls, "member", "add", "m4", f"--peer-urls={rogue.peer_url}", "--learner"
+    )
     rogue.flags = [
         f"--cert-file={stranger.cert}",
         f"--key-file={stranger.key}",
