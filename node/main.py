@@ -25,7 +25,6 @@ from grpc_reflection.v1alpha import reflection
 from . import __version__
 from .api import cluster, maintenance, membership
 from .api.cluster import ClusterService
-from .api.decode import DecodeGuard
 from .api.etcdpb import flotilla_pb2, v3election_pb2, v3lock_pb2
 from .api.etcdpb import rpc_pb2 as pb
 from .api.handle import GRPC_SERVER_OPTIONS
@@ -33,10 +32,12 @@ from .api.http import HttpEndpoints, health_route, ready_route
 from .api.maintenance import MaintenanceService
 from .api.membership import MembershipService
 from .config import ConfigError, NodeConfig, parse
+from .kv.errors import CorruptDataError
 from .kv.state import KvStateMachine
 from .logs import setup_logging
 from .members import decode_members, encode_members
 from .metrics import NodeMetrics
+from .rpcdecode import DecodeGuard
 from .server import RaftNode
 from .storage.errors import StorageError
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cfg.name)
     try:
         member = Member(cfg)
+    except CorruptDataError as exc:  # a damaged MVCC record, found while loading the index
+        print(f"flotilla-node: {cfg.data_dir}: {exc.message}", file=sys.stderr)
+        return 2
     except (StorageError, TlsError, plyvel.Error) as exc:
         print(f"flotilla-node: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from flotilla.node.raft.types import Message, MessageType, Snapshot, SnapshotMeta
+from flotilla.node.rpcdecode import DecodeGuard
 from flotilla.node.tls import TlsMaterial
 from flotilla.node.transport import snapshot
 from flotilla.node.transport.codec import to_pb
@@ -113,7 +114,7 @@ class Transport:
     # == lifecycle =============================================================================
 
     async def start(self, listen_url: str) -> None:
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[DecodeGuard()])
         pb_grpc.add_RaftPeerServicer_to_server(self._service, server)
         target = grpc_target(listen_url)
         if self._tls is not None:

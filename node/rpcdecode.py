@@ -1,4 +1,4 @@
-"""Undecodable requests answered as etcd answers them, on every client-facing method.
+"""Undecodable requests answered as etcd answers them, on every method we serve.
 
 grpc.aio reports a request that its deserializer cannot parse as UNKNOWN with the Python
 exception's text ("Unexpected <class 'DecodeError'>") on some call paths. etcd (grpc-go)
