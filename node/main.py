@@ -39,7 +39,7 @@ from .members import decode_members, encode_members
 from .metrics import NodeMetrics
 from .rpcdecode import DecodeGuard
 from .server import RaftNode
-from .storage.errors import StorageError
+from .storage.errors import StorageError, WriteFailure
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
 from .tls import TlsError, TlsMaterial, load
@@ -215,6 +215,12 @@ class Member:
         self.db.compact_range()
         self.sm.measure_db()  # the quota check must see the space it gave back at once
 
+    async def _close_servers(self, grace: float) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=grace)
+        await self.node.transport.stop()
+        await self.http.stop()
+
     async def run(self) -> None:
         await self.start()
         stop = asyncio.Event()
@@ -225,7 +231,12 @@ class Member:
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
-            runner.result()  # the loop died, or ended: this member was removed
+            try:
+                runner.result()  # the loop died, or ended: this member was removed
+            except WriteFailure:
+                # Stop serving at once; no flush, no hand-over: nothing more can be written.
+                await self._close_servers(grace=0)
+                raise
         if self.node.removed_at is not None:
             log.warning("stopping: this member was removed from the cluster")
             mark_removed(self.db)
@@ -234,10 +245,7 @@ class Member:
         await self.node.stop(hand_over=self.node.removed_at is None)
         with contextlib.suppress(asyncio.CancelledError):
             await runner
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(grace=1)
-        await self.node.transport.stop()
-        await self.http.stop()
+        await self._close_servers(grace=1)
         self.sm.close()
         self.db.close()
         log.info("stopped")
@@ -258,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     except (StorageError, TlsError, plyvel.Error) as exc:
         print(f"flotilla-node: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(member.run())
+    try:
+        asyncio.run(member.run())
+    except WriteFailure as exc:
+        print(f"flotilla-node: {exc}; stopped, start again once it can be written", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -44,7 +44,7 @@ CONCURRENCY_SERVICES = {"v3lockpb.Lock", "v3electionpb.Election"}
 """etcd's Lock and Election servers answer every error as UNKNOWN with the error's text."""
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("FLOTILLA_FUZZ_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("FLOTILLA_FUZZ_EXAMPLES", "20")),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
