@@ -24,10 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from flotilla.node import pki
 
 Obj = dict[str, Any]
 
@@ -93,47 +91,6 @@ def peer_hosts(name: str, namespace: str) -> list[str]:
 # == certificates made by the operator ========================================================
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _builder(subject: str, issuer: x509.Name, key: Any, now: datetime.datetime) -> Any:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
-    )
-
-
-def _issue(
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca: x509.Certificate,
-    cn: str,
-    hosts: list[str],
-    usages: list[x509.ObjectIdentifier],
-    now: datetime.datetime,
-) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = _builder(cn, ca.subject, key, now).add_extension(
-        x509.ExtendedKeyUsage(usages), critical=False
-    )
-    if hosts:
-        names = [x509.DNSName(h) for h in hosts]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return _pem(cert), _pem_key(key)
-
-
 def _secret(meta: Obj, name: str, files: Mapping[str, bytes]) -> Obj:
     return {
         "apiVersion": "v1",
@@ -144,31 +101,25 @@ def _secret(meta: Obj, name: str, files: Mapping[str, bytes]) -> Obj:
     }
 
 
-def new_ca(body: Mapping[str, Any], now: datetime.datetime) -> tuple[bytes, bytes]:
+def new_ca(body: Mapping[str, Any], now: datetime.datetime) -> pki.Pem:
     """A CA for one cluster: (certificate, key) in PEM."""
-    name = body["metadata"]["name"]
-    ns = body["metadata"].get("namespace", "default")
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{ns}/{name} flotilla CA")])
-    cert = (
-        _builder(f"{ns}/{name} flotilla CA", subject, key, now)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
+    meta = body["metadata"]
+    return pki.new_ca(
+        f"{meta.get('namespace', 'default')}/{meta['name']} flotilla CA", now, CERT_DAYS
     )
-    return _pem(cert), _pem_key(key)
 
 
-def ca_secret(meta: Obj, name: str, ca: tuple[bytes, bytes]) -> Obj:
+def ca_secret(meta: Obj, name: str, ca: pki.Pem) -> Obj:
     return _secret(meta, ca_secret_name(name), {"tls.crt": ca[0], "tls.key": ca[1]})
 
 
-def ca_from_secret(secret: Mapping[str, Any]) -> tuple[bytes, bytes]:
+def ca_from_secret(secret: Mapping[str, Any]) -> pki.Pem:
     data = secret["data"]
     return base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
 
 
 def issued_secrets(
-    body: Mapping[str, Any], meta: Obj, ca: tuple[bytes, bytes], now: datetime.datetime
+    body: Mapping[str, Any], meta: Obj, ca: pki.Pem, now: datetime.datetime
 ) -> list[Obj]:
     """The server, peer and client Secrets, signed by ``ca`` (``meta``: labels and owner
     references, the same as the cluster's other objects)."""
@@ -176,19 +127,14 @@ def issued_secrets(
     assert spec is not None
     name = body["metadata"]["name"]
     ns = body["metadata"].get("namespace", "default")
-    ca_cert = x509.load_pem_x509_certificate(ca[0])
-    ca_key = serialization.load_pem_private_key(ca[1], password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    server = ExtendedKeyUsageOID.SERVER_AUTH
-    client = ExtendedKeyUsageOID.CLIENT_AUTH
-    wanted = [
-        (spec.server_secret, f"{name} server", server_hosts(name, ns), [server]),
-        (spec.peer_secret, f"{name} peer", peer_hosts(name, ns), [server, client]),
-        (spec.client_secret, f"{name} client", [], [client]),
+    wanted: list[tuple[str, str, list[str], list[pki.Usage]]] = [
+        (spec.server_secret, f"{name} server", server_hosts(name, ns), ["server"]),
+        (spec.peer_secret, f"{name} peer", peer_hosts(name, ns), ["server", "client"]),
+        (spec.client_secret, f"{name} client", [], ["client"]),
     ]
     out = []
     for secret, cn, hosts, usages in wanted:
-        cert, key = _issue(ca_key, ca_cert, cn, hosts, usages, now)
+        cert, key = pki.issue(ca, cn, hosts, usages, now, CERT_DAYS)
         out.append(_secret(meta, secret, {"tls.crt": cert, "tls.key": key, "ca.crt": ca[0]}))
     return out
 
