@@ -8,7 +8,10 @@ cluster's CA is refused during the handshake, before any of its requests is read
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ from flotilla.node.transport.pb import raftpeer_pb2 as peer_pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as peer_grpc
 
 from .certs import CertAuthority, Issued, node_flags
-from .procs import Proc, ProcessCluster, etcdctl, free_ports, wait_for
+from .procs import Proc, ProcessCluster, etcdctl, free_port_block, free_ports, wait_for
 
 
 @dataclass(frozen=True)
@@ -187,3 +190,46 @@ def test_tls_flags_that_cannot_work_are_refused_before_anything_starts(
         r = subprocess.run(c.command(m), capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and message in r.stderr, (flags, r.stderr)
         assert not (m.data_dir / "db").exists(), "the data directory was touched"
+
+
+def _local_up(tmp_path: Path, base: int, *args: str) -> subprocess.Popen[str]:
+    cli = [sys.executable, "-m", "flotilla.node.cli", "local", "up"]
+    return subprocess.Popen(
+        [*cli, "--data-dir", str(tmp_path), "--base-port", str(base), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+def test_local_up_with_tls_serves_only_clients_with_its_certificate(tmp_path: Path) -> None:
+    base = free_port_block(23)
+    proc = _local_up(tmp_path, base, "--tls")
+    try:
+        eps = ",".join(f"127.0.0.1:{base + 10 * i}" for i in range(3))
+        tls = tmp_path / "tls"
+        ca = f"--cacert={tls / 'ca.crt'}"
+        client = [ca, f"--cert={tls / 'client.crt'}", f"--key={tls / 'client.key'}"]
+        wait_for(
+            "the local TLS cluster to take a write",
+            lambda: etcdctl(eps, *client, "put", "hello", "tls", check=False).returncode == 0,
+            timeout=40,
+        )
+        assert etcdctl(eps, ca, "get", "hello", check=False).returncode != 0
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert f"--cacert={tls / 'ca.crt'}" in out, out  # the etcdctl line to try says how
+
+
+def test_local_up_names_the_reason_when_tls_flags_cannot_work(tmp_path: Path, pki: Pki) -> None:
+    base = free_port_block(23)
+    flags = [f"--cert-file={pki.server.cert}", f"--key-file={pki.server.key}"]
+    proc = _local_up(tmp_path, base, "--members", "1", "--", *flags)
+    out, _ = proc.communicate(timeout=60)
+    assert "must be https:// when --cert-file is given" in out, out
