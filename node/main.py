@@ -27,6 +27,7 @@ from .api import cluster, maintenance, membership
 from .api.cluster import ClusterService
 from .api.etcdpb import flotilla_pb2, v3election_pb2, v3lock_pb2
 from .api.etcdpb import rpc_pb2 as pb
+from .api.grpcmetrics import GrpcCounters
 from .api.handle import GRPC_SERVER_OPTIONS
 from .api.http import HttpEndpoints, health_route, ready_route
 from .api.maintenance import MaintenanceService
@@ -38,7 +39,7 @@ from .logs import setup_logging
 from .members import decode_members, encode_members
 from .metrics import NodeMetrics
 from .rpcdecode import DecodeGuard
-from .server import RaftNode
+from .server import RaftNode, is_fresh
 from .storage.errors import StorageError, WriteFailure
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
@@ -78,7 +79,8 @@ class Member:
         self.sm = KvStateMachine(self.db, cfg)
         self.node = RaftNode(cfg, self.db, self.storage, self.sm, self._make_transport)
         self.sm.attach(self.node)
-        self.metrics = NodeMetrics(self.node)
+        self.grpc_counters = GrpcCounters()
+        self.metrics = NodeMetrics(self.node, self.grpc_counters)
         self.grpc_server: grpc.aio.Server | None = None
         self.http = HttpEndpoints(
             {
@@ -89,10 +91,7 @@ class Member:
         )
 
     def _fresh(self) -> bool:
-        state = self.storage.load()
-        return (
-            state.hard_state.term == 0 and not state.entries and self.db.get(b"c/members") is None
-        )
+        return is_fresh(self.db, self.storage.load())
 
     def _join(self, cfg: NodeConfig) -> NodeConfig:
         """Joining an existing cluster: learn the member list, and our id in it, from a peer."""
@@ -149,7 +148,9 @@ class Member:
         cfg = self.cfg
         # Created here, inside the running loop: grpc.aio binds to the loop that creates it.
         server = self.grpc_server = grpc.aio.server(
-            options=GRPC_SERVER_OPTIONS, interceptors=[DecodeGuard()]
+            # Counted outermost, so requests the guard refuses show in the counts too.
+            options=GRPC_SERVER_OPTIONS,
+            interceptors=[self.grpc_counters, DecodeGuard()],
         )
         self.sm.add_services(server, self._header)
         cluster.add_to_server(
