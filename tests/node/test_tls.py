@@ -192,23 +192,35 @@ def test_tls_flags_that_cannot_work_are_refused_before_anything_starts(
         assert not (m.data_dir / "db").exists(), "the data directory was touched"
 
 
-def _local_up(tmp_path: Path, base: int, *args: str) -> subprocess.Popen[str]:
+def _local_up(data_home: Path, base: int, *args: str) -> subprocess.Popen[str]:
+    """``flotilla local up`` with its data (and the CLI's default cluster) under
+    ``data_home``, as ``XDG_DATA_HOME``."""
     cli = [sys.executable, "-m", "flotilla.node.cli", "local", "up"]
     return subprocess.Popen(
-        [*cli, "--data-dir", str(tmp_path), "--base-port", str(base), *args],
+        [*cli, "--base-port", str(base), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1", XDG_DATA_HOME=str(data_home)),
+    )
+
+
+def _flotilla(data_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flotilla.node.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, XDG_DATA_HOME=str(data_home)),
     )
 
 
 def test_local_up_with_tls_serves_only_clients_with_its_certificate(tmp_path: Path) -> None:
     base = free_port_block(23)
     proc = _local_up(tmp_path, base, "--tls")
+    tls = tmp_path / "flotilla" / "local" / "tls"
     try:
         eps = ",".join(f"127.0.0.1:{base + 10 * i}" for i in range(3))
-        tls = tmp_path / "tls"
         ca = f"--cacert={tls / 'ca.crt'}"
         client = [ca, f"--cert={tls / 'client.crt'}", f"--key={tls / 'client.key'}"]
         wait_for(
@@ -217,6 +229,19 @@ def test_local_up_with_tls_serves_only_clients_with_its_certificate(tmp_path: Pa
             timeout=40,
         )
         assert etcdctl(eps, ca, "get", "hello", check=False).returncode != 0
+
+        # The flotilla command finds the local cluster and its certificates by itself...
+        status = _flotilla(tmp_path, "status", "--json")
+        assert status.returncode == 0 and status.stdout.count('"leader"') >= 1, status
+        saved = _flotilla(tmp_path, "snapshot", "save", str(tmp_path / "backup.db"))
+        assert saved.returncode == 0 and (tmp_path / "backup.db").stat().st_size > 0, saved
+        # ... takes etcdctl's flags for other endpoints, and says why plain text fails.
+        first = f"https://127.0.0.1:{base}"
+        flags = [f"--endpoints={first}", *client]
+        assert _flotilla(tmp_path, "members", "list", *flags).returncode == 0
+        plain = _flotilla(tmp_path, "status", f"--endpoints=127.0.0.1:{base}")
+        assert plain.returncode != 0 and "UNAVAILABLE" in plain.stderr + plain.stdout, plain
+
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
