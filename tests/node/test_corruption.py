@@ -133,7 +133,7 @@ def test_damaged_peer_messages_and_snapshots_are_refused(cluster: ProcessCluster
     etcdctl(cluster.endpoints, "put", "still", "fine")
     assert cluster.wait_leader() is leader
     assert follower.metric("flotilla_server_term") == term
-    assert follower.metric("flotilla_server_applied_index") < 10**6
+    assert follower.metric("etcd_server_proposals_applied_total") < 10**6
     got = etcdctl(follower.endpoint, "get", "k3", "--consistency=s").stdout.split()
     assert got == ["k3", "precious-3"]
 
