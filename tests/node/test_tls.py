@@ -103,9 +103,11 @@ def test_a_member_with_a_certificate_of_another_ca_cannot_join_or_send(
     client, peer, metrics = free_ports(3)
     rogue = Proc("m4", client, peer, metrics, cluster.root / "m4", cluster.root / "m4.log")
     rogue.scheme = "https"
-    etcdctl(
-        cluster.endpoints, *tls, "member", "add", "m4", f"--peer-urls={rogue.peer_url}", "--learner"
-    )
+    # Sent to a follower, which forwards it to the leader's https client URL with its own
+    # client certificate.
+    follower = next(m for m in cluster.members if m is not leader)
+    add = ["member", "add", "m4", f"--peer-urls={rogue.peer_url}", "--learner"]
+    etcdctl(follower.endpoint, *tls, *add)
     rogue.flags = [
         f"--cert-file={stranger.cert}",
         f"--key-file={stranger.key}",
