@@ -260,3 +260,35 @@ def test_local_up_names_the_reason_when_tls_flags_cannot_work(tmp_path: Path, pk
     proc = _local_up(tmp_path, base, "--members", "1", "--", *flags)
     out, _ = proc.communicate(timeout=60)
     assert "must be https:// when --cert-file is given" in out, out
+
+
+def test_a_member_with_the_clusters_certificate_joins_and_catches_up_by_snapshot(
+    make_cluster: Callable[..., ProcessCluster], pki: Pki
+) -> None:
+    flags = [*node_flags(pki.ca, pki.server, pki.peer), "--snapshot-count=50"]
+    cluster = make_cluster(3, scheme="https", extra_flags=flags)
+    tls = tls_args(pki.ca, pki.client)
+    for i in range(120):  # past --snapshot-count: the newcomer gets a snapshot, over TLS
+        etcdctl(cluster.endpoints, *tls, "put", f"k{i:03d}", f"v{i}")
+    client, peer, metrics = free_ports(3)
+    new = Proc("m4", client, peer, metrics, cluster.root / "m4", cluster.root / "m4.log")
+    new.scheme = "https"
+    etcdctl(
+        cluster.endpoints, *tls, "member", "add", "m4", f"--peer-urls={new.peer_url}", "--learner"
+    )
+    cluster.members.append(new)
+    log = open(new.log_path, "ab")  # noqa: SIM115 - owned by the child
+    new.popen = subprocess.Popen(
+        cluster.command(new, state="existing"), stdout=log, stderr=subprocess.STDOUT
+    )
+    wait_for(
+        "the new member to catch up over TLS",
+        lambda: (
+            etcdctl(
+                new.endpoint, *tls, "get", "k119", "--consistency=s", check=False
+            ).stdout.split()
+            == ["k119", "v119"]
+        ),
+        timeout=60,
+    )
+    assert "installed snapshot" in new.log_path.read_text(), "caught up without a snapshot"
