@@ -128,7 +128,9 @@ def issued_secrets(
     name = body["metadata"]["name"]
     ns = body["metadata"].get("namespace", "default")
     wanted: list[tuple[str, str, list[str], list[pki.Usage]]] = [
-        (spec.server_secret, f"{name} server", server_hosts(name, ns), ["server"]),
+        # Client use too: a member forwards membership calls to the leader's client URL
+        # presenting this certificate, and the leader requires client certificates.
+        (spec.server_secret, f"{name} server", server_hosts(name, ns), ["server", "client"]),
         (spec.peer_secret, f"{name} peer", peer_hosts(name, ns), ["server", "client"]),
         (spec.client_secret, f"{name} client", [], ["client"]),
     ]
