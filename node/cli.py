@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--members", type=int, default=3, help="how many members (default 3)")
     up.add_argument("--data-dir", type=Path, default=None, help="where members keep data")
     up.add_argument("--base-port", type=int, default=2379, help="first client port")
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS for clients and peers, with a CA made under the data directory",
+    )
     up.add_argument("node_flags", nargs="*", help="extra flotilla-node flags, after --")
     snap = sub.add_parser("snapshot", help="save a backup, or restore one into a new member")
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from .local import up as local_up
 
         root = args.data_dir or default_data_root()
-        return local_up(args.members, root, args.base_port, args.node_flags)
+        return local_up(args.members, root, args.base_port, args.node_flags, tls=args.tls)
     if args.command == "demo":
         from .raft.demo import run
 

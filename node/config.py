@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .members import Member, cluster_id_of, member_id_of
+from .tls import TlsError, TlsFiles, check
 
 ENV_PREFIX = "FLOTILLA_"
 
@@ -40,6 +41,8 @@ class NodeConfig:
     snapshot_count: int = 10_000
     quota_backend_bytes: int = 2 * 1024**3
     listen_metrics_urls: tuple[str, ...] = ()
+    client_tls: TlsFiles = field(default_factory=TlsFiles)
+    peer_tls: TlsFiles = field(default_factory=TlsFiles)
     member_id: int = 0
     cluster_id: int = 0
     extra: dict[str, str] = field(default_factory=dict)
@@ -56,6 +59,48 @@ def _urls(value: str, flag: str) -> tuple[str, ...]:
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
             raise ConfigError(f"--{flag}: {u!r} is not a URL like http://127.0.0.1:2379")
     return urls
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+_bool.__name__ = "boolean"  # argparse names the type in its message: "invalid boolean value"
+
+
+def _path(value: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def _tls(ns: argparse.Namespace, prefix: str) -> TlsFiles:
+    """One side's TLS files, checked for completeness (``prefix`` "" or "peer_")."""
+    files = TlsFiles(
+        cert_file=_path(getattr(ns, prefix + "cert_file")),
+        key_file=_path(getattr(ns, prefix + "key_file")),
+        trusted_ca_file=_path(getattr(ns, prefix + "trusted_ca_file")),
+        client_cert_auth=getattr(ns, prefix + "client_cert_auth"),
+    )
+    try:
+        check(files, prefix.replace("_", "-"))
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from exc
+    return files
+
+
+def _match_scheme(urls: tuple[str, ...], files: TlsFiles, flag: str, cert_flag: str) -> None:
+    """https:// exactly when a certificate is given: a certificate that would silently not be
+    used, or an https URL served in the clear, is a mistake worth stopping for."""
+    for u in urls:
+        https = urlsplit(u).scheme == "https"
+        if https and not files.enabled:
+            raise ConfigError(f"--{flag}: {u} is https but --{cert_flag} is not given")
+        if not https and files.enabled:
+            raise ConfigError(f"--{flag}: {u} must be https:// when --{cert_flag} is given")
 
 
 def _parse_initial_cluster(value: str, token: str) -> tuple[Member, ...]:
@@ -100,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--snapshot-count", type=int, default=10_000, help="applied entries between snapshots")
     a("--quota-backend-bytes", type=int, default=2 * 1024**3)
     a("--listen-metrics-urls", default="", help="where /metrics, /health and /readyz answer")
+    for side, who in (("", "client"), ("peer-", "peer")):
+        a(f"--{side}cert-file", default="", help=f"TLS certificate for the {who} URLs (PEM)")
+        a(f"--{side}key-file", default="", help=f"its private key (PEM) for the {who} URLs")
+        a(f"--{side}trusted-ca-file", default="", help=f"CA that {who} certificates must chain to")
+        a(
+            f"--{side}client-cert-auth",
+            type=_bool,
+            nargs="?",
+            const=True,
+            default=False,
+            help=f"require {who}s to present a certificate signed by the trusted CA",
+        )
     return p
 
 
@@ -111,7 +168,10 @@ def _env_defaults(p: argparse.ArgumentParser, environ: dict[str, str]) -> None:
         key = ENV_PREFIX + flag.upper().replace("-", "_")
         if key in environ:
             convert = action.type if callable(action.type) else str
-            action.default = convert(environ[key])
+            try:
+                action.default = convert(environ[key])
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,12 +210,19 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
     # Client URLs are not part of the initial member list: each member publishes its own
     # through the log once it runs, so every member learns them the same way.
     client_adv = _urls(ns.advertise_client_urls, "advertise-client-urls")
+    listen_client = _urls(ns.listen_client_urls, "listen-client-urls")
+    listen_peer = _urls(ns.listen_peer_urls, "listen-peer-urls")
+    client_tls = _tls(ns, "")
+    peer_tls = _tls(ns, "peer_")
+    _match_scheme(listen_client, client_tls, "listen-client-urls", "cert-file")
+    _match_scheme(listen_peer, peer_tls, "listen-peer-urls", "peer-cert-file")
+    _match_scheme(adv_peer, peer_tls, "initial-advertise-peer-urls", "peer-cert-file")
     return NodeConfig(
         name=ns.name,
         data_dir=Path(ns.data_dir or f"{ns.name}.flotilla"),
-        listen_client_urls=_urls(ns.listen_client_urls, "listen-client-urls"),
+        listen_client_urls=listen_client,
         advertise_client_urls=client_adv,
-        listen_peer_urls=_urls(ns.listen_peer_urls, "listen-peer-urls"),
+        listen_peer_urls=listen_peer,
         initial_advertise_peer_urls=adv_peer,
         initial_cluster=members,
         initial_cluster_state=ns.initial_cluster_state,
@@ -167,6 +234,8 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
         listen_metrics_urls=(
             _urls(ns.listen_metrics_urls, "listen-metrics-urls") if ns.listen_metrics_urls else ()
         ),
+        client_tls=client_tls,
+        peer_tls=peer_tls,
         member_id=me[0].id,
         cluster_id=cluster_id_of(token),
     )

@@ -7,6 +7,7 @@ survives restarts, and stop cleanly on Ctrl-C (SIGTERM to each, then wait).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -24,25 +25,65 @@ class LocalMember:
     client_port: int
     peer_port: int
     metrics_port: int
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://127.0.0.1:{self.peer_port}"
 
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}"
 
 
-def plan(members: int, base_port: int) -> list[LocalMember]:
+def plan(members: int, base_port: int, scheme: str = "http") -> list[LocalMember]:
     return [
-        LocalMember(f"m{i + 1}", base_port + i * 10, base_port + i * 10 + 1, base_port + i * 10 + 2)
+        LocalMember(
+            f"m{i + 1}", base_port + i * 10, base_port + i * 10 + 1, base_port + i * 10 + 2, scheme
+        )
         for i in range(members)
     ]
+
+
+def local_certs(root: Path) -> dict[str, Path]:
+    """A CA and one certificate for the members (server and client, 127.0.0.1) and one for
+    clients, made once under ``root`` and reused by later runs (the data stays, so must the
+    CA its members trust)."""
+    from . import pki  # cryptography is only needed here
+
+    files = {n: root / f"{n}" for n in ("ca.crt", "ca.key", "member.crt", "member.key")}
+    files |= {"client.crt": root / "client.crt", "client.key": root / "client.key"}
+    if all(f.exists() for f in files.values()):
+        return files
+    root.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca = pki.new_ca("flotilla local CA", now, days=3650)
+    hosts = ["127.0.0.1", "localhost"]
+    member = pki.issue(ca, "flotilla local member", hosts, ["server", "client"], now, 3650)
+    client = pki.issue(ca, "flotilla local client", [], ["client"], now, 3650)
+    for name, (cert, key) in (("ca", ca), ("member", member), ("client", client)):
+        files[f"{name}.crt"].write_bytes(cert)
+        key_file = files[f"{name}.key"]
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key)
+    return files
+
+
+def tls_flags(certs: dict[str, Path]) -> list[str]:
+    """Mutual TLS on both sides, every member with the same certificate."""
+    flags = []
+    for side in ("", "peer-"):
+        flags += [
+            f"--{side}cert-file={certs['member.crt']}",
+            f"--{side}key-file={certs['member.key']}",
+            f"--{side}trusted-ca-file={certs['ca.crt']}",
+            f"--{side}client-cert-auth",
+        ]
+    return flags
 
 
 def command_for(
@@ -106,9 +147,16 @@ def status_line(m: LocalMember) -> str:
     )
 
 
-def up(members: int, data_root: Path, base_port: int, extra: list[str]) -> int:
+def up(members: int, data_root: Path, base_port: int, extra: list[str], tls: bool = False) -> int:
     data_root.mkdir(parents=True, exist_ok=True)
-    cluster = plan(members, base_port)
+    cluster = plan(members, base_port, "https" if tls else "http")
+    etcdctl = "ETCDCTL_API=3 etcdctl"
+    if tls:
+        certs = local_certs(data_root / "tls")
+        extra = [*tls_flags(certs), *extra]
+        etcdctl += (
+            f" --cacert={certs['ca.crt']} --cert={certs['client.crt']} --key={certs['client.key']}"
+        )
     token = "flotilla-local"
     procs: list[tuple[LocalMember, subprocess.Popen[bytes]]] = []
     logs = data_root / "logs"
@@ -118,11 +166,11 @@ def up(members: int, data_root: Path, base_port: int, extra: list[str]) -> int:
         out = open(logs / f"{m.name}.log", "ab")  # noqa: SIM115 - owned by the child process
         cmd = command_for(m, cluster, data_root, token, extra)
         procs.append((m, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)))
-    endpoints = ",".join(m.client_url.removeprefix("http://") for m in cluster)
+    endpoints = ",".join(m.client_url.split("://", 1)[1] for m in cluster)
     (data_root / "endpoints.json").write_text(json.dumps([m.client_url for m in cluster]))
     print(f"Client endpoints: {endpoints}")
-    print(f"Try:  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put greeting hello")
-    print(f"      ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table")
+    print(f"Try:  {etcdctl} --endpoints={endpoints} put greeting hello")
+    print(f"      {etcdctl} --endpoints={endpoints} endpoint status -w table")
     print("Ctrl-C stops the cluster; the data stays for the next `flotilla local up`.\n")
     stopping = False
 
@@ -141,7 +189,8 @@ def up(members: int, data_root: Path, base_port: int, extra: list[str]) -> int:
                 last = lines
             for m, p in procs:
                 if p.poll() is not None and not stopping:
-                    print(f"member {m.name} exited with {p.returncode}; see {logs}/{m.name}.log")
+                    print(f"member {m.name} exited with {p.returncode}: {last_line(logs, m)}")
+                    print(f"(see {logs}/{m.name}.log)")
                     stopping = True
             time.sleep(1)
     finally:
@@ -158,6 +207,12 @@ def up(members: int, data_root: Path, base_port: int, extra: list[str]) -> int:
                 p.wait()
         print("Stopped.")
     return 0
+
+
+def last_line(logs: Path, m: LocalMember) -> str:
+    """Why a member stopped: its last line (a refused flag, a damaged data directory)."""
+    lines = (logs / f"{m.name}.log").read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no output"
 
 
 def default_data_root() -> Path:

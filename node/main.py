@@ -33,14 +33,17 @@ from .api.http import HttpEndpoints, health_route, live_route, ready_route
 from .api.maintenance import MaintenanceService
 from .api.membership import MembershipService
 from .config import ConfigError, NodeConfig, parse
+from .kv.errors import CorruptDataError
 from .kv.state import KvStateMachine
 from .logs import setup_logging
 from .members import decode_members, encode_members
 from .metrics import NodeMetrics
+from .rpcdecode import DecodeGuard
 from .server import RaftNode, is_fresh
-from .storage.errors import StorageError
+from .storage.errors import StorageError, WriteFailure
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
+from .tls import TlsError, TlsMaterial, load
 from .transport.peer import Transport, fetch_members
 
 log = logging.getLogger("flotilla.node")
@@ -61,6 +64,9 @@ class Member:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
+        # Read before the data directory is touched: a bad file is a configuration error.
+        self.client_tls: TlsMaterial | None = load(cfg.client_tls, "")
+        self.peer_tls: TlsMaterial | None = load(cfg.peer_tls, "peer-")
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = plyvel.DB(str(cfg.data_dir / "db"), create_if_missing=True)
         if is_removed(self.db):
@@ -98,7 +104,7 @@ class Member:
         mine = set(cfg.initial_advertise_peer_urls)
         peers = [u for m in cfg.initial_cluster if set(m.peer_urls) != mine for u in m.peer_urls]
         try:
-            raw = asyncio.run(fetch_members(cfg.cluster_id, peers))
+            raw = asyncio.run(fetch_members(cfg.cluster_id, peers, tls=self.peer_tls))
         except ConnectionError as exc:
             raise StorageError(f"cannot join the cluster: {exc}") from exc
         members = decode_members(raw)
@@ -125,6 +131,7 @@ class Member:
             snapshot_source=self.storage.load_snapshot,
             on_report=node.wake,
             on_members=lambda: encode_members(node.members.values()),
+            tls=self.peer_tls,
         )
 
     def _ready(self) -> tuple[bool, str]:
@@ -147,11 +154,19 @@ class Member:
         cfg = self.cfg
         # Created here, inside the running loop: grpc.aio binds to the loop that creates it.
         server = self.grpc_server = grpc.aio.server(
-            options=GRPC_SERVER_OPTIONS, interceptors=[self.grpc_counters]
+            # Counted outermost, so requests the guard refuses show in the counts too.
+            options=GRPC_SERVER_OPTIONS,
+            interceptors=[self.grpc_counters, DecodeGuard()],
         )
         self.sm.add_services(server, self._header)
         cluster.add_to_server(
-            server, ClusterService(self.node, self._header, cfg.initial_cluster_token)
+            server,
+            ClusterService(
+                self.node,
+                self._header,
+                cfg.initial_cluster_token,
+                self.client_tls.channel_credentials() if self.client_tls else None,
+            ),
         )
         maintenance.add_to_server(
             server,
@@ -180,7 +195,11 @@ class Member:
         ]
         reflection.enable_server_reflection(services, server)
         for url in cfg.listen_client_urls:
-            server.add_insecure_port(_hostport(url))
+            if urlsplit(url).scheme == "https":
+                assert self.client_tls is not None  # the config checked it
+                server.add_secure_port(_hostport(url), self.client_tls.server_credentials())
+            else:
+                server.add_insecure_port(_hostport(url))
         await server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.node.transport.start(cfg.listen_peer_urls[0])
@@ -203,6 +222,12 @@ class Member:
         self.db.compact_range()
         self.sm.measure_db()  # the quota check must see the space it gave back at once
 
+    async def _close_servers(self, grace: float) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=grace)
+        await self.node.transport.stop()
+        await self.http.stop()
+
     async def run(self) -> None:
         await self.start()
         stop = asyncio.Event()
@@ -213,7 +238,12 @@ class Member:
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
-            runner.result()  # the loop died, or ended: this member was removed
+            try:
+                runner.result()  # the loop died, or ended: this member was removed
+            except WriteFailure:
+                # Stop serving at once; no flush, no hand-over: nothing more can be written.
+                await self._close_servers(grace=0)
+                raise
         if self.node.removed_at is not None:
             log.warning("stopping: this member was removed from the cluster")
             mark_removed(self.db)
@@ -222,10 +252,7 @@ class Member:
         await self.node.stop(hand_over=self.node.removed_at is None)
         with contextlib.suppress(asyncio.CancelledError):
             await runner
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(grace=1)
-        await self.node.transport.stop()
-        await self.http.stop()
+        await self._close_servers(grace=1)
         self.sm.close()
         self.db.close()
         log.info("stopped")
@@ -240,10 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cfg.name)
     try:
         member = Member(cfg)
-    except (StorageError, plyvel.Error) as exc:
+    except CorruptDataError as exc:  # a damaged MVCC record, found while loading the index
+        print(f"flotilla-node: {cfg.data_dir}: {exc.message}", file=sys.stderr)
+        return 2
+    except (StorageError, TlsError, plyvel.Error) as exc:
         print(f"flotilla-node: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(member.run())
+    try:
+        asyncio.run(member.run())
+    except WriteFailure as exc:
+        print(f"flotilla-node: {exc}; stopped, start again once it can be written", file=sys.stderr)
+        return 1
     return 0
 
 

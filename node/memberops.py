@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -46,6 +47,22 @@ TOO_MANY_LEARNERS = (
     "etcdserver: too many learner members in cluster",
 )
 UNHEALTHY = (grpc.StatusCode.UNAVAILABLE, "etcdserver: unhealthy cluster")
+BAD_URLS = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid")
+
+
+def check_peer_urls(urls: list[str]) -> None:
+    """etcd refuses a member without peer URLs, or with one that is not scheme://host:port;
+    such a member could never be reached, and every member would try."""
+    if not urls:
+        raise _fail(BAD_URLS, "no peer URL given")
+    for u in urls:
+        try:
+            parts = urlsplit(u)
+            port = parts.port
+        except ValueError as exc:
+            raise _fail(BAD_URLS, f"{u!r}: {exc}") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise _fail(BAD_URLS, f"{u!r} is not http(s)://host:port")
 
 
 def _fail(err: tuple[grpc.StatusCode, str], detail: str = "") -> MemberOpError:

@@ -45,6 +45,7 @@ from .raft.types import (
     Ready,
     Snapshot,
 )
+from .storage.errors import WriteFailure
 
 log = logging.getLogger("flotilla.node")
 
@@ -119,6 +120,7 @@ class RaftNode:
         self._read_seq = 0
         self._tick_seconds = cfg.heartbeat_interval_ms / 1000.0
         self._snapshotting = False
+        self._failure: WriteFailure | None = None
         self._commands: list[tuple[Callable[[RaftCore], object], asyncio.Future[object]]] = []
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._heartbeats_sent: dict[tuple[int, int], float] = {}
@@ -276,8 +278,16 @@ class RaftNode:
                 next_tick += self._tick_seconds
                 if now - next_tick > 10 * self._tick_seconds:
                     next_tick = now + self._tick_seconds  # after a long pause, don't catch up
-            await self._turn()
+            if self._failure is not None:
+                raise self._failure
+            try:
+                await self._turn()
+            except (plyvel.Error, OSError) as exc:
+                raise self._write_failure(exc) from exc
             self._turned_at = time.monotonic()
+
+    def _write_failure(self, exc: BaseException) -> WriteFailure:
+        return WriteFailure(f"cannot write to the data directory {self.cfg.data_dir}: {exc}")
 
     async def _turn(self) -> None:
         core = self.core
@@ -564,6 +574,10 @@ class RaftNode:
             took = time.perf_counter() - started
             self.stats.snapshot_save_seconds.append(took)
             events.snapshot_saved(self.core, index, upto, took)
+        except (plyvel.Error, OSError) as exc:
+            # Off the loop, so hand it to the loop: the member stops as for a log write.
+            self._failure = self._write_failure(exc)
+            self._wake.set()
         finally:
             self._snapshotting = False
 

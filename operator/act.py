@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
-
 from flotilla.node.api.etcdpb import flotilla_pb2 as fpb
 from flotilla.node.api.etcdpb import flotilla_pb2_grpc, rpc_pb2_grpc
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
@@ -24,6 +22,16 @@ from . import resources
 from .kube import JSON_PATCH, Kube
 from .model import GROUP, KIND, MEMBER_ID_ANNOTATION, VERSION
 from .observe import World
+from .tls import (
+    PLAIN,
+    Dialer,
+    ca_from_secret,
+    ca_secret,
+    ca_secret_name,
+    issued_secrets,
+    new_ca,
+    tls_spec,
+)
 
 # Membership calls: one change is committed in well under a second on a healthy cluster;
 # a joint transition takes two. Longer means something is wrong, and the next pass looks.
@@ -42,6 +50,8 @@ def act(kube: Kube, body: Mapping[str, Any], world: World, step: p.Step) -> None
     match step:
         case p.CreateResources(kinds=kinds, replicas=replicas, initial_cluster_state=state):
             sts = world.observed.statefulset
+            if resources.STATEFULSET in kinds:
+                ensure_tls_secrets(kube, body)  # before any pod needs to mount them
             for kind in kinds:
                 n = replicas
                 if kind == resources.PDB:
@@ -79,11 +89,11 @@ def act(kube: Kube, body: Mapping[str, Any], world: World, step: p.Step) -> None
                 {"metadata": {"annotations": notes}},
             )
         case p.AddLearner(ordinal=k):
-            url = resources.peer_url(name, ns, k)
+            url = resources.peer_url(name, ns, k, resources.scheme(body))
             request = pb.MemberAddRequest(peerURLs=[url], isLearner=True)
             _on_leader(world, "Cluster", "MemberAdd", request)
         case p.Reconfigure(voters=voters, learners=learners):
-            reconfigure(leader_address(world), voters, learners)
+            reconfigure(leader_address(world), voters, learners, world.dialer)
         case p.TransferLeadership(to=target):
             _on_leader(world, "Maintenance", "MoveLeader", pb.MoveLeaderRequest(targetID=target))
         case p.RemoveMembers(ids=ids):
@@ -102,10 +112,12 @@ def act(kube: Kube, body: Mapping[str, Any], world: World, step: p.Step) -> None
             pass  # WaitFor, ReportQuorumLost, RolloutHalted, Done: status says why
 
 
-def reconfigure(leader: str, voters: tuple[int, ...], learners: tuple[int, ...]) -> list[str]:
+def reconfigure(
+    leader: str, voters: tuple[int, ...], learners: tuple[int, ...], dialer: Dialer = PLAIN
+) -> list[str]:
     """Flotilla's SetVoters on the leader: one joint transition; the phases it went through."""
     phases = []
-    with grpc.insecure_channel(leader) as channel:
+    with dialer.channel(leader) as channel:
         stub = flotilla_pb2_grpc.MembershipStub(channel)  # type: ignore[no-untyped-call]
         request = fpb.SetVotersRequest(voters=list(voters), learners=list(learners))
         for progress in stub.SetVoters(request, timeout=RECONFIGURE_TIMEOUT_S):
@@ -124,9 +136,30 @@ def leader_address(world: World) -> str:
 def _on_leader(world: World, service: str, method: str, request: Any) -> Any:
     """One unary call of the etcd ``Cluster`` or ``Maintenance`` service on the leader."""
     stubs = {"Cluster": rpc_pb2_grpc.ClusterStub, "Maintenance": rpc_pb2_grpc.MaintenanceStub}
-    with grpc.insecure_channel(leader_address(world)) as channel:
+    with world.dialer.channel(leader_address(world)) as channel:
         stub: Any = stubs[service](channel)  # type: ignore[no-untyped-call]
         return getattr(stub, method)(request, timeout=MEMBER_RPC_TIMEOUT_S)
+
+
+def ensure_tls_secrets(kube: Kube, body: Mapping[str, Any]) -> None:
+    """Create the CA and certificates of ``spec.tls`` unless the user named Secrets. Nothing
+    that exists is replaced (members trust the CA that is there): the CA Secret is written
+    first, and a pass that stopped half-way is completed from it on the next one."""
+    spec = tls_spec(body)
+    if spec is None or not spec.managed:
+        return
+    name, ns = body["metadata"]["name"], body["metadata"].get("namespace", "default")
+    meta = resources.owned_metadata(body)
+    now = datetime.now(UTC)
+    existing = kube.get("secrets", ns, ca_secret_name(name))
+    if existing is None:
+        ca = new_ca(body, now)
+        kube.create("secrets", ns, ca_secret(meta, name, ca))
+    else:
+        ca = ca_from_secret(existing)
+    for secret in issued_secrets(body, meta, ca, now):
+        if kube.get("secrets", ns, secret["metadata"]["name"]) is None:
+            kube.create("secrets", ns, secret)
 
 
 def _create_or_restore(kube: Kube, namespace: str, obj: Mapping[str, Any]) -> None:

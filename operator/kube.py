@@ -38,6 +38,7 @@ PATHS = {
     "persistentvolumeclaims": ("/api/v1", "persistentvolumeclaims"),
     "services": ("/api/v1", "services"),
     "events": ("/api/v1", "events"),
+    "secrets": ("/api/v1", "secrets"),
     "statefulsets": ("/apis/apps/v1", "statefulsets"),
     "poddisruptionbudgets": ("/apis/policy/v1", "poddisruptionbudgets"),
     "raftclusters": (f"/apis/{GROUP}/{VERSION}", PLURAL),

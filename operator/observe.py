@@ -28,6 +28,7 @@ from flotilla.node.api.etcdpb import rpc_pb2_grpc
 from . import readers, resources
 from .kube import Kube
 from .model import Cluster, Member, Observed, Spec
+from .tls import PLAIN, Dialer, dialer_from_secret, tls_spec
 
 # How long one member may take to answer; members that do not answer in time are unhealthy.
 RPC_TIMEOUT_S = 2.0
@@ -52,6 +53,7 @@ class World:
     observed: Observed
     addresses: Mapping[int, str] = field(default_factory=dict)  # ordinal -> host:port
     leader_address: str | None = None
+    dialer: Dialer = PLAIN  # TLS with the operator's client certificate, for spec.tls
 
 
 def endpoint(pod: Mapping[str, Any]) -> str | None:
@@ -67,9 +69,11 @@ def flotilla_version(reported: str) -> str:
     return reported.split("+flotilla.", 1)[1] if "+flotilla." in reported else reported
 
 
-def member_status(address: str, timeout: float = RPC_TIMEOUT_S) -> MemberStatus | None:
+def member_status(
+    address: str, timeout: float = RPC_TIMEOUT_S, dialer: Dialer = PLAIN
+) -> MemberStatus | None:
     """Ask one member for its Status; None if it does not answer."""
-    with grpc.insecure_channel(address) as channel:
+    with dialer.channel(address) as channel:
         stub = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
         try:
             s = stub.Status(pb.StatusRequest(), timeout=timeout)
@@ -85,8 +89,10 @@ def member_status(address: str, timeout: float = RPC_TIMEOUT_S) -> MemberStatus 
     )
 
 
-def member_list(address: str, timeout: float = RPC_TIMEOUT_S) -> Sequence[Any] | None:
-    with grpc.insecure_channel(address) as channel:
+def member_list(
+    address: str, timeout: float = RPC_TIMEOUT_S, dialer: Dialer = PLAIN
+) -> Sequence[Any] | None:
+    with dialer.channel(address) as channel:
         stub = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
         try:
             return list(stub.MemberList(pb.MemberListRequest(), timeout=timeout).members)
@@ -162,14 +168,18 @@ def observe(kube: Kube, body: Mapping[str, Any], now: float | None = None) -> Wo
         address = endpoint(obj)
         if ordinal is not None and address is not None:
             addresses[ordinal.ordinal] = address
-    statuses = _statuses(addresses)
+    dialer = PLAIN
+    tls = tls_spec(body)
+    if tls is not None:
+        dialer = dialer_from_secret(body, kube.get("secrets", ns, tls.client_secret))
+    statuses = _statuses(addresses, dialer)
     leader_ordinal = elected(statuses)
     leader_id = statuses[leader_ordinal].id if leader_ordinal is not None else None
     members = None
     # The leader's list is the newest; any member's list still tells who exists.
     for k in [leader_ordinal, *sorted(statuses)]:
         if k is not None:
-            members = member_list(addresses[k])
+            members = member_list(addresses[k], dialer=dialer)
             if members is not None:
                 break
 
@@ -183,12 +193,16 @@ def observe(kube: Kube, body: Mapping[str, Any], now: float | None = None) -> Wo
         operation=readers.read_operation(body.get("status") or {}),
     )
     leader_address = addresses[leader_ordinal] if leader_ordinal is not None else None
-    return World(observed, addresses, leader_address)
+    return World(observed, addresses, leader_address, dialer)
 
 
-def _statuses(addresses: Mapping[int, str]) -> dict[int, MemberStatus]:
+def _statuses(addresses: Mapping[int, str], dialer: Dialer) -> dict[int, MemberStatus]:
     if not addresses:
         return {}
+
+    def ask(address: str) -> MemberStatus | None:
+        return member_status(address, dialer=dialer)
+
     with ThreadPoolExecutor(max_workers=len(addresses)) as pool:
-        answers = dict(zip(addresses, pool.map(member_status, addresses.values()), strict=True))
+        answers = dict(zip(addresses, pool.map(ask, addresses.values()), strict=True))
     return {k: s for k, s in answers.items() if s is not None}

@@ -83,7 +83,7 @@ def _pass(kube: Kube, body: Mapping[str, Any]) -> p.Step:
 def _carry_out(kube: Kube, body: Mapping[str, Any], world: World, step: p.Step) -> str:
     """Act; what the step went through, for its Event (the phases of a reconfiguration)."""
     if isinstance(step, p.Reconfigure):
-        phases = a.reconfigure(a.leader_address(world), step.voters, step.learners)
+        phases = a.reconfigure(a.leader_address(world), step.voters, step.learners, world.dialer)
         return " -> ".join(phases)
     a.act(kube, body, world, step)
     return ""

@@ -26,6 +26,7 @@ from .model import (
     pod_name,
     with_defaults,
 )
+from .tls import ROLES, tls_spec
 
 Obj = dict[str, Any]
 
@@ -38,6 +39,8 @@ VOLUME = "data"
 CONTAINER = "node"
 INITIAL_STATE_ANNOTATION = f"{GROUP}/initial-cluster-state"
 MANAGED_BY = "flotilla-operator"
+TLS_MOUNT = "/etc/flotilla/tls"
+"""Each of the TLS Secrets is mounted at ``TLS_MOUNT/<role>`` (server, peer, client)."""
 
 # The objects besides the StatefulSet, by the names observe reports in Observed.missing.
 PEER_SERVICE = "peer-service"
@@ -82,6 +85,13 @@ def _metadata(body: Mapping[str, Any], name: str) -> Obj:
     }
 
 
+def owned_metadata(body: Mapping[str, Any]) -> Obj:
+    """Labels and owner reference for an object of this cluster (without its name)."""
+    meta = _metadata(body, "")
+    del meta["name"]
+    return meta
+
+
 def peer_service_name(name: str) -> str:
     return f"{name}-peer"
 
@@ -95,13 +105,18 @@ def pod_host(name: str, namespace: str, pod: str) -> str:
     return f"{pod}.{peer_service_name(name)}.{namespace}.svc.cluster.local"
 
 
-def peer_url(name: str, namespace: str, ordinal: int) -> str:
+def scheme(body: Mapping[str, Any]) -> str:
+    """``https`` for the client and peer URLs of a cluster with ``spec.tls``."""
+    return "https" if tls_spec(body) is not None else "http"
+
+
+def peer_url(name: str, namespace: str, ordinal: int, scheme: str = "http") -> str:
     """The peer URL of pod ``ordinal``: what MemberAdd is called with before the pod exists."""
-    return f"http://{pod_host(name, namespace, pod_name(name, ordinal))}:{PEER_PORT}"
+    return f"{scheme}://{pod_host(name, namespace, pod_name(name, ordinal))}:{PEER_PORT}"
 
 
-def client_url(name: str, namespace: str, ordinal: int) -> str:
-    return f"http://{pod_host(name, namespace, pod_name(name, ordinal))}:{CLIENT_PORT}"
+def client_url(name: str, namespace: str, ordinal: int, scheme: str = "http") -> str:
+    return f"{scheme}://{pod_host(name, namespace, pod_name(name, ordinal))}:{CLIENT_PORT}"
 
 
 def cluster_token(body: Mapping[str, Any]) -> str:
@@ -110,8 +125,10 @@ def cluster_token(body: Mapping[str, Any]) -> str:
     return f"{meta.get('namespace', 'default')}-{meta['name']}-{meta['uid'][:8]}"
 
 
-def initial_cluster(name: str, namespace: str, replicas: int) -> str:
-    return ",".join(f"{pod_name(name, k)}={peer_url(name, namespace, k)}" for k in range(replicas))
+def initial_cluster(name: str, namespace: str, replicas: int, scheme: str = "http") -> str:
+    return ",".join(
+        f"{pod_name(name, k)}={peer_url(name, namespace, k, scheme)}" for k in range(replicas)
+    )
 
 
 def min_available(replicas: int) -> int:
@@ -125,22 +142,66 @@ def node_args(body: Mapping[str, Any], replicas: int, initial_cluster_state: str
     spec = with_defaults(body["spec"])
     raft = spec["raft"]
     own = pod_host(name, ns, "$(POD_NAME)")
+    s = scheme(body)
     return [
         "--name=$(POD_NAME)",
         f"--data-dir={DATA_DIR}",
-        f"--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}",
-        f"--advertise-client-urls=http://{own}:{CLIENT_PORT}",
-        f"--listen-peer-urls=http://0.0.0.0:{PEER_PORT}",
-        f"--initial-advertise-peer-urls=http://{own}:{PEER_PORT}",
-        f"--initial-cluster={initial_cluster(name, ns, replicas)}",
+        f"--listen-client-urls={s}://0.0.0.0:{CLIENT_PORT}",
+        f"--advertise-client-urls={s}://{own}:{CLIENT_PORT}",
+        f"--listen-peer-urls={s}://0.0.0.0:{PEER_PORT}",
+        f"--initial-advertise-peer-urls={s}://{own}:{PEER_PORT}",
+        f"--initial-cluster={initial_cluster(name, ns, replicas, s)}",
         f"--initial-cluster-state={initial_cluster_state}",
         f"--initial-cluster-token={cluster_token(body)}",
         f"--heartbeat-interval={raft['heartbeatIntervalMs']}",
         f"--election-timeout={raft['electionTimeoutMs']}",
         f"--snapshot-count={raft['snapshotCount']}",
         f"--quota-backend-bytes={spec['quotaBytes']}",
+        # Probes and metrics stay plain HTTP on their own port, as etcd's metrics URLs.
         f"--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}",
+        *tls_args(body),
     ]
+
+
+def tls_args(body: Mapping[str, Any]) -> list[str]:
+    """etcd's certificate flags, for the Secrets mounted under ``TLS_MOUNT``."""
+    tls = tls_spec(body)
+    if tls is None:
+        return []
+    server, peer = f"{TLS_MOUNT}/server", f"{TLS_MOUNT}/peer"
+    args = [
+        f"--cert-file={server}/tls.crt",
+        f"--key-file={server}/tls.key",
+        f"--trusted-ca-file={server}/ca.crt",
+    ]
+    if tls.client_cert_auth:
+        args.append("--client-cert-auth")
+    return [
+        *args,
+        f"--peer-cert-file={peer}/tls.crt",
+        f"--peer-key-file={peer}/tls.key",
+        f"--peer-trusted-ca-file={peer}/ca.crt",
+        "--peer-client-cert-auth",
+    ]
+
+
+def tls_volumes(body: Mapping[str, Any]) -> tuple[list[Obj], list[Obj]]:
+    """The pod's volumes for the server and peer Secrets, and the container's mounts."""
+    tls = tls_spec(body)
+    if tls is None:
+        return [], []
+    secrets = {"server": tls.server_secret, "peer": tls.peer_secret}
+    volumes = [
+        {"name": f"tls-{role}", "secret": {"secretName": secrets[role], "defaultMode": 0o400}}
+        for role in ROLES
+        if role in secrets
+    ]
+    mounts = [
+        {"name": f"tls-{role}", "mountPath": f"{TLS_MOUNT}/{role}", "readOnly": True}
+        for role in ROLES
+        if role in secrets
+    ]
+    return volumes, mounts
 
 
 def _field_env(name: str, path: str) -> Obj:
@@ -164,7 +225,7 @@ def _container(body: Mapping[str, Any], replicas: int, initial_cluster_state: st
             {"name": "peer", "containerPort": PEER_PORT},
             {"name": "metrics", "containerPort": METRICS_PORT},
         ],
-        "volumeMounts": [{"name": VOLUME, "mountPath": DATA_MOUNT}],
+        "volumeMounts": [{"name": VOLUME, "mountPath": DATA_MOUNT}, *tls_volumes(body)[1]],
         # Ready: a member that serves reads and writes. Taken out of the client Service
         # otherwise; the peer Service publishes not-ready addresses so members still meet.
         "readinessProbe": {
@@ -199,6 +260,9 @@ def _pod_template(body: Mapping[str, Any], replicas: int, initial_cluster_state:
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
     }
+    volumes = tls_volumes(body)[0]
+    if volumes:
+        pod_spec["volumes"] = volumes
     for key in ("affinity", "tolerations", "nodeSelector"):
         if custom.get(key):
             pod_spec[key] = custom[key]

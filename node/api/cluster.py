@@ -45,7 +45,16 @@ def member_pb(m: Member) -> pb.Member:
 
 
 class ClusterService(rpc_pb2_grpc.ClusterServicer):
-    def __init__(self, node: RaftNode, header: Header, token: str) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        header: Header,
+        token: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """``credentials``: what this member presents to the leader's https client URL when it
+        forwards a call (its own client certificate and trusted CA)."""
+        self._credentials = credentials
         self.node = node
         self.header = header
         self.token = token
@@ -61,6 +70,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return pb.MemberListResponse(header=self.header(), members=self._members())
 
     async def MemberAdd(self, request: pb.MemberAddRequest, context: Any) -> pb.MemberAddResponse:
+        await _check_urls(context, list(request.peerURLs))
         forwarded = await self._forward(context, "MemberAdd", request, pb.MemberAddResponse)
         if forwarded is not None:
             return forwarded  # type: ignore[no-any-return]
@@ -112,6 +122,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     async def MemberUpdate(
         self, request: pb.MemberUpdateRequest, context: Any
     ) -> pb.MemberUpdateResponse:
+        await _check_urls(context, list(request.peerURLs))
         forwarded = await self._forward(context, "MemberUpdate", request, pb.MemberUpdateResponse)
         if forwarded is not None:
             return forwarded  # type: ignore[no-any-return]
@@ -183,8 +194,13 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         if leader is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
         assert leader is not None
-        target = leader.client_urls[0].split("://", 1)[-1]
-        async with grpc.aio.insecure_channel(target) as channel:
+        scheme, _, target = leader.client_urls[0].rpartition("://")
+        if scheme == "https":
+            creds = self._credentials or grpc.ssl_channel_credentials()
+            channel = grpc.aio.secure_channel(target, creds)
+        else:
+            channel = grpc.aio.insecure_channel(target)
+        async with channel:
             call = channel.unary_unary(
                 f"/etcdserverpb.Cluster/{method}",
                 request_serializer=type(request).SerializeToString,
@@ -194,6 +210,13 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                 return await call(request, timeout=10)
             except grpc.aio.AioRpcError as err:
                 await context.abort(err.code(), err.details() or "")
+
+
+async def _check_urls(context: Any, urls: list[str]) -> None:
+    try:
+        memberops.check_peer_urls(urls)
+    except memberops.MemberOpError as exc:
+        await context.abort(exc.code, exc.message)
 
 
 def add_to_server(server: Any, service: ClusterService) -> None:

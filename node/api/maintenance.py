@@ -8,10 +8,12 @@ from typing import Any
 import grpc
 
 from .. import __version__
+from ..kv.errors import EtcdError
 from ..raft.core import RaftCore
 from ..server import NodeUnavailable, RaftNode
 from .etcdpb import rpc_pb2 as pb
 from .etcdpb import rpc_pb2_grpc
+from .handle import abort
 
 Header = Callable[[], pb.ResponseHeader]
 
@@ -52,7 +54,10 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         )
 
     async def HashKV(self, request: pb.HashKVRequest, context: Any) -> pb.HashKVResponse:
-        resp = self.hash_kv(request.revision)
+        try:
+            resp = self.hash_kv(request.revision)
+        except EtcdError as err:  # a future or compacted revision
+            await abort(context, err)
         resp.header.CopyFrom(self.header())
         return resp
 

@@ -49,20 +49,41 @@ class Conn:
         return stub(self.channel)
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """PEM bytes for a TLS channel; ``None`` for what is not given (the system's CAs, no
+    client certificate). ``server_name``: the name to check the members' certificates
+    against when they are dialled by IP ("" for the endpoint's own host)."""
+
+    ca: bytes | None
+    cert: bytes | None
+    key: bytes | None
+    server_name: str = ""
+
+
 class Client:
-    def __init__(self, endpoints: Sequence[str], timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, endpoints: Sequence[str], timeout: float = TIMEOUT, tls: ClientTls | None = None
+    ) -> None:
         if not endpoints:
             raise CtlError("no endpoints")
         self.endpoints = [normalize(e) for e in endpoints]
         self.timeout = timeout
+        self.tls = tls
         self._conns: dict[str, Conn] = {}
 
     def conn(self, endpoint: str) -> Conn:
         endpoint = normalize(endpoint)
         if endpoint not in self._conns:
-            channel = grpc.insecure_channel(
-                endpoint, options=[("grpc.max_receive_message_length", -1)]
-            )
+            options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", -1)]
+            tls = self.tls
+            if tls is None:
+                channel = grpc.insecure_channel(endpoint, options=options)
+            else:
+                if tls.server_name:
+                    options.append(("grpc.ssl_target_name_override", tls.server_name))
+                creds = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+                channel = grpc.secure_channel(endpoint, creds, options=options)
             self._conns[endpoint] = Conn(endpoint, channel)
         return self._conns[endpoint]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .. import backup
-from .client import Client, CtlError
+from .client import Client, ClientTls, CtlError
 from .endpoints import EndpointError, resolve
 from .render import MemberInfo, member_table, progress_bar, rows, summary, table, to_json
 
@@ -24,6 +24,9 @@ def add_connection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", "-n", default="default", help="namespace of the RaftCluster")
     p.add_argument("--cluster", help="name of a RaftCluster: find its pods in Kubernetes")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per request (default 3)")
+    p.add_argument("--cacert", help="TLS: the CA the members' certificates chain to")
+    p.add_argument("--cert", help="TLS: client certificate (for members with --client-cert-auth)")
+    p.add_argument("--key", help="TLS: the client certificate's private key")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,10 +61,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _client(args: argparse.Namespace) -> Client:
     from ..local import default_data_root
 
-    eps = resolve(
-        args.endpoints, args.kubeconfig, args.namespace, args.cluster, default_data_root()
-    )
-    return Client(eps, timeout=args.timeout)
+    root = default_data_root()
+    eps = resolve(args.endpoints, args.kubeconfig, args.namespace, args.cluster, root)
+    tls = tls_settings(args, root)
+    return Client(eps, timeout=args.timeout, tls=tls)
+
+
+def tls_settings(args: argparse.Namespace, data_root: Path) -> ClientTls | None:
+    """TLS as the flags say (etcdctl's ``--cacert --cert --key``); without them, the
+    certificates of ``flotilla local up --tls`` for its cluster, or server-only TLS with the
+    system's CAs for ``https://`` endpoints."""
+    name = ""
+    if args.cluster:
+        # Members are dialled by pod IP; their certificates name the client Service.
+        name = f"{args.cluster}.{args.namespace}.svc"
+    if args.cacert or args.cert or args.key:
+        if bool(args.cert) != bool(args.key):
+            raise EndpointError("--cert and --key must be given together")
+        files = {"ca": args.cacert, "cert": args.cert, "key": args.key}
+        try:
+            pem = {k: Path(v).read_bytes() if v else None for k, v in files.items()}
+        except OSError as exc:
+            raise EndpointError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        return ClientTls(pem["ca"], pem["cert"], pem["key"], name)
+    local_tls = data_root / "tls"
+    recorded = data_root / "endpoints.json"
+    if (
+        not args.endpoints
+        and not args.cluster
+        and recorded.exists()
+        and "https://" in recorded.read_text()
+        and (local_tls / "client.crt").exists()
+    ):
+        ca, cert, key = (
+            (local_tls / f).read_bytes() for f in ("ca.crt", "client.crt", "client.key")
+        )
+        return ClientTls(ca, cert, key, name)
+    if args.endpoints and "https://" in args.endpoints:
+        return ClientTls(None, None, None, name)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,3 +19,13 @@ class CorruptDataError(StorageError):
 class DataDirError(StorageError):
     """The data dir belongs to another cluster or member, to a newer format, or to a member
     that was removed: starting with it would break the cluster's safety."""
+
+
+class WriteFailure(StorageError):
+    """A write to the data dir failed: the disk is full, or failing.
+
+    The member stops, as etcd does when its WAL cannot be written. Nothing that was not
+    written had been acknowledged (an entry counts toward the commit index, and a client's
+    request is answered, only after its write returned), and LevelDB refuses every write
+    after a failed one until it is reopened, so the only way on is a restart once the disk
+    takes writes again; the member then catches up from its peers."""

@@ -24,13 +24,15 @@ from urllib.parse import urlsplit
 import grpc
 
 from flotilla.node.raft.types import Message, MessageType, Snapshot, SnapshotMeta
+from flotilla.node.rpcdecode import DecodeGuard
+from flotilla.node.tls import TlsMaterial
 from flotilla.node.transport import snapshot
 from flotilla.node.transport.codec import to_pb
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
 from flotilla.node.transport.reports import Report, Reports
 from flotilla.node.transport.service import RaftPeerService
-from flotilla.node.transport.stream import PeerStream
+from flotilla.node.transport.stream import PeerStream, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,8 @@ def grpc_target(url: str) -> str:
     if "://" not in url:
         return url
     parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"unsupported peer URL scheme in {url!r} (only http is supported)")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported peer URL scheme in {url!r} (http or https)")
     if not parts.netloc or parts.port is None:
         raise ValueError(f"peer URL {url!r} needs a host and a port")
     return parts.netloc
@@ -78,8 +80,15 @@ class Transport:
         snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
         snapshot_timeout: float = 600.0,
         backoff: tuple[float, float] = (0.05, 0.5),
+        tls: TlsMaterial | None = None,
     ) -> None:
-        """``on_report`` is called whenever a report is queued, e.g. to wake the driver."""
+        """``on_report`` is called whenever a report is queued, e.g. to wake the driver.
+
+        With ``tls`` the server presents its certificate (and requires the peers' when
+        ``client_cert_auth``), and every outgoing stream presents it in turn: a peer whose
+        certificate does not chain to the trusted CA fails the handshake, so not one of its
+        messages reaches the service."""
+        self._tls = tls
         self.cluster_id = cluster_id
         self.member_id = member_id
         self._service = RaftPeerService(
@@ -91,6 +100,7 @@ class Transport:
             "max_messages": max_queue_messages,
             "max_bytes": max_queue_bytes,
             "backoff": backoff,
+            "credentials": tls.channel_credentials() if tls else None,
         }
         self._chunk_size = snapshot_chunk_size
         self._snapshot_timeout = snapshot_timeout
@@ -104,10 +114,13 @@ class Transport:
     # == lifecycle =============================================================================
 
     async def start(self, listen_url: str) -> None:
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[DecodeGuard()])
         pb_grpc.add_RaftPeerServicer_to_server(self._service, server)
         target = grpc_target(listen_url)
-        port = server.add_insecure_port(target)
+        if self._tls is not None:
+            port = server.add_secure_port(target, self._tls.server_credentials())
+        else:
+            port = server.add_insecure_port(target)
         if port == 0:
             raise OSError(f"cannot listen on {target}")
         await server.start()
@@ -138,6 +151,10 @@ class Transport:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         for mid, urls in wanted.items():
+            if not urls:
+                # Nothing to dial (the Cluster service refuses such members; this keeps an
+                # old record from stopping the member): messages to it are reported lost.
+                continue
             if mid not in self._peers:
                 self._peers[mid] = PeerStream(
                     mid,
@@ -229,12 +246,15 @@ class Transport:
         return int(response.ttl)
 
 
-async def fetch_members(cluster_id: int, peer_urls: list[str], timeout: float = 5.0) -> bytes:
+async def fetch_members(
+    cluster_id: int, peer_urls: list[str], timeout: float = 5.0, tls: TlsMaterial | None = None
+) -> bytes:
     """The member list as one of ``peer_urls`` knows it (for a member joining a cluster)."""
     errors = []
+    credentials = tls.channel_credentials() if tls else None
     for url in peer_urls:
         try:
-            async with grpc.aio.insecure_channel(grpc_target(url)) as channel:
+            async with open_channel(grpc_target(url), credentials) as channel:
                 stub = pb_grpc.RaftPeerStub(channel)
                 resp = await stub.Members(pb.MembersRequest(cluster_id=cluster_id), timeout=timeout)
                 return bytes(resp.members)

@@ -54,6 +54,17 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
+def open_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: list[tuple[str, Any]] | None = None,
+) -> grpc.aio.Channel:
+    """A channel to a peer: TLS when the member has peer credentials, plain otherwise."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
 class PeerStream:
     def __init__(
         self,
@@ -67,6 +78,7 @@ class PeerStream:
         max_bytes: int = 32 << 20,
         max_batch_bytes: int = 4 << 20,
         backoff: tuple[float, float] = (0.05, 0.5),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not urls:
             raise ValueError(f"member {member_id:x} has no peer URL")
@@ -79,11 +91,12 @@ class PeerStream:
         self._max_bytes = max_bytes
         self._max_batch_bytes = max_batch_bytes
         self._backoff = backoff
+        self._credentials = credentials
         self._queue: deque[tuple[Message, int]] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._url_index = 0
-        self.channel = grpc.aio.insecure_channel(urls[0], options=CHANNEL_OPTIONS)
+        self.channel = open_channel(urls[0], credentials, CHANNEL_OPTIONS)
         self.stub = pb_grpc.RaftPeerStub(self.channel)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self.dropped = 0
@@ -177,9 +190,7 @@ class PeerStream:
     async def _next_url(self) -> None:
         await self.channel.close()
         self._url_index = (self._url_index + 1) % len(self.urls)
-        self.channel = grpc.aio.insecure_channel(
-            self.urls[self._url_index], options=CHANNEL_OPTIONS
-        )
+        self.channel = open_channel(self.urls[self._url_index], self._credentials, CHANNEL_OPTIONS)
         self.stub = pb_grpc.RaftPeerStub(self.channel)
 
     async def _stream(self) -> NoReturn:

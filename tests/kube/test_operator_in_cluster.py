@@ -63,7 +63,10 @@ def test_rbac_grants_the_steps_and_no_more(shipped_operator: None) -> None:
     # nothing outside what a cluster is made of is reachable.
     assert not can("delete", "statefulsets.apps")
     assert not can("delete", "raftclusters.flotilla.dev")
-    assert not can("get", "secrets")
+    # Secrets: read and create (spec.tls), never list, change or delete them.
+    assert can("get", "secrets") and can("create", "secrets")
+    assert not can("list", "secrets") and not can("delete", "secrets")
+    assert not can("patch", "secrets")
     assert not can("create", "pods")
 
 

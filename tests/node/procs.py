@@ -82,6 +82,10 @@ class Proc:
     log_path: Path
     host: str = "127.0.0.1"
     netns: str | None = None
+    scheme: str = "http"
+    """``https`` for a member started with TLS flags on its client and peer URLs."""
+    flags: list[str] = field(default_factory=list)
+    """Flags for this member only (after the cluster's)."""
     popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,7 +94,11 @@ class Proc:
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.scheme}://{self.host}:{self.peer_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     def http(self, path: str) -> tuple[int, str]:
         try:
@@ -118,6 +126,7 @@ class ProcessCluster:
     size: int
     token: str = "flotilla-test"
     extra_flags: list[str] = field(default_factory=list)
+    scheme: str = "http"
     members: list[Proc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -133,6 +142,7 @@ class ProcessCluster:
                     ports[3 * i + 2],
                     self.root / name,
                     self.root / f"{name}.log",
+                    scheme=self.scheme,
                 )
             )
 
@@ -149,8 +159,8 @@ class ProcessCluster:
             "flotilla.node.main",
             f"--name={m.name}",
             f"--data-dir={m.data_dir}",
-            f"--listen-client-urls=http://{m.host}:{m.client_port}",
-            f"--advertise-client-urls=http://{m.host}:{m.client_port}",
+            f"--listen-client-urls={m.client_url}",
+            f"--advertise-client-urls={m.client_url}",
             f"--listen-peer-urls={m.peer_url}",
             f"--initial-advertise-peer-urls={m.peer_url}",
             f"--listen-metrics-urls=http://{m.host}:{m.metrics_port}",
@@ -160,6 +170,7 @@ class ProcessCluster:
             "--heartbeat-interval=50",
             "--election-timeout=500",
             *self.extra_flags,
+            *m.flags,
         ]
 
     def start(self, m: Proc | None = None) -> None:

@@ -72,3 +72,46 @@ def test_etcd_derives_the_same_member_id() -> None:
 def test_bad_command_lines_get_one_clear_error(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(argv, environ={})
+
+
+TLS_BASE = [
+    "--name=m1",
+    "--listen-client-urls=https://127.0.0.1:2379",
+    "--advertise-client-urls=https://127.0.0.1:2379",
+    "--listen-peer-urls=https://127.0.0.1:2380",
+    "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+    "--cert-file=s.crt",
+    "--key-file=s.key",
+    "--trusted-ca-file=ca.crt",
+    "--peer-cert-file=p.crt",
+    "--peer-key-file=p.key",
+]
+
+
+def test_tls_flags_parse_as_etcd_writes_them() -> None:
+    cfg = parse([*TLS_BASE, "--client-cert-auth", "--peer-client-cert-auth=false"], environ={})
+    assert cfg.client_tls.enabled and cfg.client_tls.client_cert_auth
+    assert str(cfg.client_tls.trusted_ca_file) == "ca.crt"
+    assert cfg.peer_tls.enabled and not cfg.peer_tls.client_cert_auth
+    assert cfg.initial_cluster[0].peer_urls == ("https://127.0.0.1:2380",)
+
+
+def test_tls_booleans_come_from_the_environment_too() -> None:
+    cfg = parse(TLS_BASE, environ={"FLOTILLA_CLIENT_CERT_AUTH": "true"})
+    assert cfg.client_tls.client_cert_auth
+    with pytest.raises(ConfigError, match="FLOTILLA_CLIENT_CERT_AUTH"):
+        parse(TLS_BASE, environ={"FLOTILLA_CLIENT_CERT_AUTH": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--peer-cert-file="], "--peer-cert-file and --peer-key-file must be given together"),
+        (["--trusted-ca-file=", "--client-cert-auth"], "--client-cert-auth needs --trusted-ca"),
+        (["--listen-peer-urls=http://127.0.0.1:2380"], "must be https:// when --peer-cert-file"),
+        (["--cert-file=", "--key-file=", "--trusted-ca-file="], "is https but --cert-file"),
+    ],
+)
+def test_tls_settings_that_cannot_work_are_refused(change: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("+", r"\+")):
+        parse([*TLS_BASE, *change], environ={})

@@ -54,3 +54,17 @@ def test_set_voters_takes_any_target_of_known_members_in_one_change() -> None:
     assert change.voters == {1, 2, 3, 4} and not change.learners
     with pytest.raises(memberops.MemberOpError):
         memberops.set_voters(CONF, MEMBERS, {1, 2, 7}, set(), {1, 2}, False)
+
+
+@pytest.mark.parametrize(
+    "urls", [[], [""], ["127.0.0.1:2380"], ["http://host"], ["ftp://h:1"], ["http://h:99999"]]
+)
+def test_members_without_usable_peer_urls_are_refused_as_etcd_does(urls: list[str]) -> None:
+    with pytest.raises(memberops.MemberOpError) as refused:
+        memberops.check_peer_urls(urls)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.message == "etcdserver: given member URLs are invalid"
+
+
+def test_http_and_https_peer_urls_are_accepted() -> None:
+    memberops.check_peer_urls(["http://a:2380", "https://[::1]:2380"])

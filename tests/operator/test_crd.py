@@ -158,6 +158,7 @@ def test_a_full_spec_is_valid() -> None:
         raft={"heartbeatIntervalMs": 50, "electionTimeoutMs": 500, "snapshotCount": 1},
         quotaBytes=8 * 1024**3,
         pvcRetentionPolicy="Delete",
+        tls={"serverSecret": "s", "peerSecret": "p", "clientSecret": "c", "clientCertAuth": True},
     )
     assert errors(full) == []
 
@@ -173,6 +174,9 @@ def test_a_full_spec_is_valid() -> None:
         ({"storage": {"size": "1Gi", "class": "x"}}, "Additional properties are not allowed"),
         ({"podTemplate": {"labels": {"a": 1}}}, "is not of type 'string'"),
         ({"version": ""}, "should be non-empty"),
+        ({"tls": {"clientCertAuth": "yes"}}, "is not of type 'boolean'"),
+        ({"tls": {"serverSecret": ""}}, "should be non-empty"),
+        ({"tls": {"ca": "x"}}, "Additional properties are not allowed ('ca' was unexpected)"),
     ],
 )
 def test_invalid_specs_are_rejected(spec: dict[str, Any], complaint: str) -> None:
@@ -207,6 +211,15 @@ def test_cel_rules_are_there_and_speak_plainly() -> None:
     assert "DNS label" in rules[""]["message"]
     assert "without a tag" in rules[".spec.image"]["message"]
     assert "quantity" in rules[".spec.storage.size"]["message"]
+
+
+def test_tls_rules_keep_it_fixed_and_all_or_none_of_the_secrets() -> None:
+    tls = at("spec.tls")
+    fixed, together = tls["x-kubernetes-validations"]
+    assert fixed["rule"] == "self == oldSelf" and "tls is immutable" in fixed["message"]
+    assert "has(self.serverSecret) == has(self.peerSecret)" in together["rule"]
+    assert "name all three" in together["message"]
+    assert tls["properties"]["clientCertAuth"]["default"] is True
 
 
 def test_structural_no_unknown_fields_kept_but_where_kubernetes_types_go() -> None:

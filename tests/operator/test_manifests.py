@@ -37,7 +37,7 @@ def test_kustomizations_list_files_that_exist(folder: Path) -> None:
 
 # (group, resource) -> verbs the operator uses: kopf's own needs, then one line per kind of
 # step (CreateResources, UpdateTemplate, ScaleStatefulSet, DeletePod, BindPvc, DeletePvcs,
-# status and Events).
+# status and Events, the certificates of spec.tls).
 NEEDED = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
@@ -50,6 +50,7 @@ NEEDED = {
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "patch", "delete"},
     ("", "events"): {"create"},
+    ("", "secrets"): {"get", "create"},  # spec.tls: certificates made and read, never listed
 }
 
 
@@ -76,7 +77,8 @@ def test_rbac_is_least_privilege() -> None:
     allowed = set(NEEDED) | {("events.k8s.io", "events")}
     assert set(have) <= allowed, set(have) - allowed
     assert "pods/exec" not in {r for _, r in have}
-    assert "secrets" not in {r for _, r in have}
+    # Secrets by name only: no list or watch, which would show every Secret in the cluster.
+    assert have[("", "secrets")] == {"get", "create"}
     # Owned objects go with their RaftCluster; the operator never deletes them itself.
     for owned in (("apps", "statefulsets"), ("", "services"), ("policy", "poddisruptionbudgets")):
         assert "delete" not in have[owned], owned

@@ -210,13 +210,14 @@ def test_lease_renew_reaches_the_leader() -> None:
         ("127.0.0.1:2380", "127.0.0.1:2380"),
         ("http://[::1]:2380", "[::1]:2380"),
         ("http://node-0.peers.default.svc:2380", "node-0.peers.default.svc:2380"),
+        ("https://node-0.peers.default.svc:2380", "node-0.peers.default.svc:2380"),
     ],
 )
 def test_peer_urls(url: str, target: str) -> None:
     assert grpc_target(url) == target
 
 
-@pytest.mark.parametrize("url", ["https://a:1", "http://a", "unix:///x"])
+@pytest.mark.parametrize("url", ["ftp://a:1", "http://a", "unix:///x"])
 def test_bad_peer_urls(url: str) -> None:
     with pytest.raises(ValueError):
         grpc_target(url)
