@@ -28,6 +28,7 @@ from typing import Any
 
 import plyvel
 
+from . import failpoints
 from .config import NodeConfig
 from .members import Member, decode_members, encode_members
 from .proposals import PendingProposal, Waiters
@@ -305,7 +306,9 @@ class RaftNode:
             batch = self.db.write_batch(sync=True)
             self.storage.stage(batch, rd)
             started = time.perf_counter()
+            failpoints.hit("raft.before_log_write")
             await asyncio.to_thread(batch.write)
+            failpoints.hit("raft.after_log_write")
             self.stats.fsync_seconds.append(time.perf_counter() - started)
         if rd.messages_after_persist:
             self.transport.send(rd.messages_after_persist)
@@ -357,7 +360,9 @@ class RaftNode:
         if normal:
             self._apply_normal(normal, batch)
         batch.put(APPLIED_KEY, struct.pack(">Q", entries[-1].index))
+        failpoints.hit("raft.before_apply")
         batch.write()
+        failpoints.hit("raft.after_apply")
         self.sm.batch_written()
 
     def _apply_normal(self, entries: list[tuple[int, bytes]], batch: Any) -> None:
@@ -481,9 +486,12 @@ class RaftNode:
 
     async def _receive_snapshot(self, snap: Snapshot) -> None:
         assert snap.data is not None, "the transport delivers snapshots with their data"
+        failpoints.hit("snapshot.before_install")
         await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
+        failpoints.hit("snapshot.after_install_file")
         applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
         self.sm.restore(snap.data, applied)
+        failpoints.hit("snapshot.after_install")
         raw = self.db.get(MEMBERS_KEY)
         if raw:
             self.members = {m.id: m for m in decode_members(raw)}
@@ -508,10 +516,12 @@ class RaftNode:
         try:
             data = await asyncio.to_thread(self.sm.dump, view)
             meta = self.core.create_snapshot(index)
+            failpoints.hit("snapshot.before_save")
             await asyncio.to_thread(self.storage.save_snapshot, meta, data)
             batch = self.db.write_batch(sync=True)
             self.storage.record_snapshot(batch, meta)
             await asyncio.to_thread(batch.write)
+            failpoints.hit("snapshot.after_save")
             # Keep some entries behind the snapshot so slightly slow followers need no snapshot.
             keep = min(5000, self.cfg.snapshot_count)
             upto = max(self.core.log.offset, index - keep)
@@ -519,7 +529,9 @@ class RaftNode:
                 self.core.compact(upto)
                 batch = self.db.write_batch()
                 self.storage.compact(batch, upto)
+                failpoints.hit("raftlog.before_compact")
                 await asyncio.to_thread(batch.write)
+                failpoints.hit("raftlog.after_compact")
             self.storage.purge_snapshots(keep=2)
             log.info("snapshot at index %d, log compacted to %d", index, upto)
         finally:
