@@ -1,0 +1,102 @@
+"""One randomized fault-injection run: workload + watcher + nemesis, then every checker.
+
+Shared by the CI test (a few minutes) and the soak command (an hour).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+
+from flotilla.node.api.etcdpb import rpc_pb2 as pb
+from flotilla.node.api.etcdpb import rpc_pb2_grpc as rpc
+
+from ..node.netns import NetnsCluster
+from .checker import Verdict, check
+from .models import REGISTER
+from .nemesis import Nemesis
+from .workload import Counts, Watcher, Workload, replay, watch_anomalies
+
+
+@dataclass
+class Summary:
+    seed: int
+    counts: Counts = field(default_factory=Counts)
+    faults: Counter[str] = field(default_factory=Counter)
+    rounds: list[list[str]] = field(default_factory=list)
+    watch_events: int = 0
+    verdict: str = ""
+    anomalies: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        c = self.counts
+        lines = [
+            f"seed {self.seed}: {c.ok + c.fail + c.unknown} operations "
+            f"(ok {c.ok}, failed {c.fail}, unknown {c.unknown}), "
+            f"{self.watch_events} watch events, {sum(self.faults.values())} faults injected",
+            "faults: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
+            f"linearizability: {self.verdict}",
+            f"anomalies found: {len(self.anomalies)}",
+        ]
+        lines += [f"  {a}" for a in self.anomalies]
+        return "\n".join(lines)
+
+
+def current_revision(endpoint: str) -> int:
+    with grpc.insecure_channel(endpoint) as ch:
+        resp = rpc.KVStub(ch).Range(pb.RangeRequest(key=b"lin/"), timeout=5)
+        return int(resp.header.revision)
+
+
+def run(
+    cluster: NetnsCluster,
+    seed: int,
+    seconds: float,
+    faults: list[str],
+    log: bool = True,
+    check_budget: float = 60,
+) -> Summary:
+    rng = random.Random(seed)
+    summary = Summary(seed)
+    endpoints = [m.endpoint for m in cluster.members]
+    start_rev = current_revision(cluster.wait_leader().endpoint) + 1
+    workload = Workload(endpoints, seed)
+    watcher = Watcher(endpoints, start_rev, seed)
+    nemesis = Nemesis(cluster, rng, endpoints)
+    workload.start()
+    watcher.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            done = nemesis.run_round(faults, hold=rng.uniform(1.5, 4.0))
+            summary.rounds.append(done)
+            if log:
+                print(f"[{seed}] " + "; ".join(done), flush=True)
+            time.sleep(rng.uniform(0.5, 1.5))  # a calm spell: clients make progress again
+    finally:
+        nemesis.heal()
+        history = workload.stop()
+    nemesis.settle()
+    watcher.stop()
+    summary.counts = workload.counts
+    summary.faults = nemesis.injected
+    summary.watch_events = len(watcher.events)
+
+    result = check(REGISTER, history, budget=check_budget)
+    summary.verdict = result.verdict.value
+    if result.verdict == Verdict.ILLEGAL:
+        summary.anomalies.append(result.explain(REGISTER.describe))
+
+    lead = cluster.wait_leader(nemesis.running())
+    final = current_revision(lead.endpoint)
+    events = replay(lead.endpoint, start_rev, final)
+    summary.anomalies += watch_anomalies(watcher.events, events, history)
+
+    hashes = nemesis.hashes()
+    if len(set(hashes.values())) != 1:
+        summary.anomalies.append(f"members disagree on HashKV: {hashes}")
+    return summary
