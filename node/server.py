@@ -121,8 +121,19 @@ class RaftNode:
             check_quorum=True,
         )
         state: InitialState = self.storage.load()
-        raw_members = self.db.get(MEMBERS_KEY)
         applied_raw = self.db.get(APPLIED_KEY)
+        applied = struct.unpack(">Q", applied_raw)[0] if applied_raw else 0
+        if state.snapshot.index > applied:
+            # A snapshot from the leader is recorded in the log before the state machine
+            # installs it (see _handle_ready); a crash in between leaves the state machine
+            # behind the log. Install it now, or the entries it covers would be lost here.
+            loaded = self.storage.load_snapshot()
+            assert loaded is not None
+            meta, data = loaded
+            self.sm.restore(data, [(APPLIED_KEY, struct.pack(">Q", meta.index))])
+            applied = meta.index
+            log.warning("installed snapshot %d that a crash interrupted", meta.index)
+        raw_members = self.db.get(MEMBERS_KEY)
         fresh = state.hard_state.term == 0 and not state.entries and state.snapshot.index == 0
         if fresh:
             members = list(self.cfg.initial_cluster)
@@ -136,8 +147,7 @@ class RaftNode:
             state.applied = 0
         else:
             members = decode_members(raw_members) if raw_members else []
-            state.applied = struct.unpack(">Q", applied_raw)[0] if applied_raw else 0
-            state.applied = max(state.applied, state.snapshot.index)
+            state.applied = applied
         self.members = {m.id: m for m in members}
         raw_alarms = self.db.get(ALARMS_KEY)
         self.alarms: set[tuple[int, int]] = (
@@ -301,7 +311,13 @@ class RaftNode:
             self._note_heartbeats(rd.messages)
             self.transport.send(rd.messages)
         if rd.snapshot is not None:
-            await self._receive_snapshot(rd.snapshot)
+            # The file first, then the log records it, then the state machine installs it:
+            # a crash at any point leaves a state that start-up completes (_load_core).
+            snap = rd.snapshot
+            assert snap.data is not None, "the transport delivers snapshots with their data"
+            failpoints.hit("snapshot.before_install")
+            await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
+            failpoints.hit("snapshot.after_install_file")
         if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
             batch = self.db.write_batch(sync=True)
             self.storage.stage(batch, rd)
@@ -310,6 +326,8 @@ class RaftNode:
             await asyncio.to_thread(batch.write)
             failpoints.hit("raft.after_log_write")
             self.stats.fsync_seconds.append(time.perf_counter() - started)
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
         if rd.messages_after_persist:
             self.transport.send(rd.messages_after_persist)
         if rd.committed_entries:
@@ -484,11 +502,10 @@ class RaftNode:
         with contextlib.suppress(ProposalDropped):
             self.core.propose([MEMBER_ATTRS + json.dumps(doc).encode()])
 
-    async def _receive_snapshot(self, snap: Snapshot) -> None:
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        """Replace the state machine with a snapshot already recorded in the log."""
         assert snap.data is not None, "the transport delivers snapshots with their data"
-        failpoints.hit("snapshot.before_install")
-        await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
-        failpoints.hit("snapshot.after_install_file")
+        failpoints.hit("snapshot.before_apply")
         applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
         self.sm.restore(snap.data, applied)
         failpoints.hit("snapshot.after_install")
