@@ -55,7 +55,6 @@ class Nemesis:
         self.endpoints = endpoints  # shared with the workload: new members are added to it
         self.injected: Counter[str] = Counter()
         self._undo: list[Callable[[], None]] = []
-        self._next_member = len(cluster.members) + 1
         self.removed: list[Proc] = []
 
     # -- cluster views ---------------------------------------------------------------------
@@ -235,13 +234,13 @@ class Nemesis:
         return False
 
     def _join(self) -> Proc | None:
-        name = f"m{self._next_member}"
-        self._next_member += 1
+        number = self.c.new_member_number()
+        name = f"m{number}"
         client, peer, metrics = free_ports(3)
         m = Proc(name, client, peer, metrics, self.c.root / name, self.c.root / f"{name}.log")
-        index = len(self.c.members)
         self.c.members.append(m)
-        self.c.setup_member(m, index)
+        # Addresses follow the member number, never reused: members come and go.
+        self.c.setup_member(m, number - 1)
         ok = self._retry(
             cluster_rpc("MemberAdd", pb.MemberAddRequest(peerURLs=[m.peer_url], isLearner=True))
         )

@@ -19,7 +19,7 @@ from ..node.netns import NetnsCluster
 from .checker import Verdict, check
 from .models import REGISTER
 from .nemesis import Nemesis
-from .workload import Counts, Watcher, Workload, replay, watch_anomalies
+from .workload import PREFIX, Counts, Watcher, Workload, prefix_end, replay, watch_anomalies
 
 
 @dataclass
@@ -52,6 +52,14 @@ def current_revision(endpoint: str) -> int:
         return int(resp.header.revision)
 
 
+def last_write(endpoint: str, prefix: bytes) -> int:
+    """The revision of the last write under ``prefix`` (the runs never delete)."""
+    with grpc.insecure_channel(endpoint) as ch:
+        req = pb.RangeRequest(key=prefix, range_end=prefix_end(prefix))
+        resp = rpc.KVStub(ch).Range(req, timeout=5)
+        return max((kv.mod_revision for kv in resp.kvs), default=0)
+
+
 def run(
     cluster: NetnsCluster,
     seed: int,
@@ -62,10 +70,11 @@ def run(
 ) -> Summary:
     rng = random.Random(seed)
     summary = Summary(seed)
-    endpoints = [m.endpoint for m in cluster.members]
+    endpoints = [m.endpoint for m in cluster.members if m.alive]
     start_rev = current_revision(cluster.wait_leader().endpoint) + 1
-    workload = Workload(endpoints, seed)
-    watcher = Watcher(endpoints, start_rev, seed)
+    tag = f"s{seed}-"
+    workload = Workload(endpoints, seed, tag=tag)
+    watcher = Watcher(endpoints, start_rev, seed, prefix=PREFIX + tag.encode())
     nemesis = Nemesis(cluster, rng, endpoints)
     workload.start()
     watcher.start()
@@ -92,8 +101,8 @@ def run(
         summary.anomalies.append(result.explain(REGISTER.describe))
 
     lead = cluster.wait_leader(nemesis.running())
-    final = current_revision(lead.endpoint)
-    events = replay(lead.endpoint, start_rev, final)
+    final = last_write(lead.endpoint, watcher.prefix)
+    events = replay(lead.endpoint, start_rev, final, prefix=watcher.prefix)
     summary.anomalies += watch_anomalies(watcher.events, events, history)
 
     hashes = nemesis.hashes()

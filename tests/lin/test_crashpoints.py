@@ -33,7 +33,10 @@ pytestmark = pytest.mark.node
 class Supervisor:
     """Restarts members that a failpoint crashed (without it); notes any other exit."""
 
+    running: list[Supervisor] = []
+
     def __init__(self, cluster: ProcessCluster) -> None:
+        Supervisor.running.append(self)
         self.c = cluster
         self.crashed: list[str] = []
         self.unexpected: list[str] = []
@@ -57,12 +60,16 @@ class Supervisor:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        if self in Supervisor.running:
+            Supervisor.running.remove(self)
 
 
 @pytest.fixture
 def make(tmp_path: Path) -> Iterator[list[ProcessCluster]]:
     started: list[ProcessCluster] = []
     yield started
+    for sup in Supervisor.running:
+        sup.stop()  # first, or it would restart the members being stopped
     for c in started:
         c.stop()
 
@@ -177,7 +184,7 @@ def test_members_crashed_at_a_point_recover_everything(
     c.start()
     sup = Supervisor(c)
     c.wait_healthy(timeout=40)
-    w = run_workload(c, 10, compact=point == "mvcc.compact")
+    w = run_workload(c, 7, compact=point == "mvcc.compact")
     assert sup.crashed, f"no member reached the crash point {point}"
     judge(c, w, sup)
 

@@ -44,9 +44,9 @@ def cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
 @pytest.mark.parametrize(
     ("faults", "seconds"),
     [
-        pytest.param(NETWORK, 50, id="network"),
-        pytest.param(PROCESS, 50, id="process"),
-        pytest.param(NETWORK + PROCESS + MEMBERSHIP, 70, id="combined"),
+        pytest.param(NETWORK, 45, id="network"),
+        pytest.param(PROCESS, 45, id="process"),
+        pytest.param(NETWORK + PROCESS + MEMBERSHIP, 60, id="combined"),
     ],
 )
 def test_no_anomalies_under_random_faults(

@@ -65,11 +65,13 @@ class Workload:
         workers: int = 6,
         keys: int = 8,
         timeout: float = 2.0,
+        tag: str = "",
     ) -> None:
         self.endpoints = endpoints
         self.seed = seed
         self.n_workers = workers
-        self.keys = [f"k{i}" for i in range(keys)]
+        # A tag per run keeps runs on one cluster apart (each starts from absent keys).
+        self.keys = [f"{tag}k{i}" for i in range(keys)]
         self.timeout = timeout
         self.history: list[Op] = []
         self.counts = Counts()
@@ -77,7 +79,6 @@ class Workload:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._values = itertools.count()
-        self.last_revision: dict[str, int] = {}
 
     def start(self) -> None:
         for w in range(self.n_workers):
@@ -172,10 +173,10 @@ def _feed(q: queue.Queue[pb.WatchRequest | None]) -> Iterator[pb.WatchRequest]:
         yield item
 
 
-def _create(start_revision: int) -> pb.WatchRequest:
+def _create(prefix: bytes, start_revision: int) -> pb.WatchRequest:
     return pb.WatchRequest(
         create_request=pb.WatchCreateRequest(
-            key=PREFIX, range_end=prefix_end(PREFIX), start_revision=start_revision
+            key=prefix, range_end=prefix_end(prefix), start_revision=start_revision
         )
     )
 
@@ -189,11 +190,12 @@ class WatchEvent:
 
 @dataclass
 class Watcher:
-    """Follows ``PREFIX`` from ``start_revision`` across member failures."""
+    """Follows ``prefix`` from ``start_revision`` across member failures."""
 
     endpoints: list[str]
     start_revision: int
     seed: int
+    prefix: bytes = PREFIX
     events: list[WatchEvent] = field(default_factory=list)
     reconnects: int = 0
 
@@ -218,7 +220,7 @@ class Watcher:
             endpoint = rng.choice(self.endpoints)
             nxt = self.events[-1].revision + 1 if self.events else self.start_revision
             requests: queue.Queue[pb.WatchRequest | None] = queue.Queue()
-            requests.put(_create(nxt))
+            requests.put(_create(self.prefix, nxt))
             with grpc.insecure_channel(endpoint) as channel:
                 call = rpc.WatchStub(channel).Watch(_feed(requests))
                 self._call = call
@@ -285,13 +287,15 @@ def watch_anomalies(
     return problems[:20]
 
 
-def replay(endpoint: str, start_revision: int, upto: int, timeout: float = 20) -> list[WatchEvent]:
-    """Every event on the prefix from ``start_revision`` through ``upto``, from one member."""
+def replay(
+    endpoint: str, start_revision: int, upto: int, prefix: bytes = PREFIX, timeout: float = 20
+) -> list[WatchEvent]:
+    """Every event under ``prefix`` from ``start_revision`` through ``upto``, from one member."""
     out: list[WatchEvent] = []
     if upto < start_revision:
         return out
     requests: queue.Queue[pb.WatchRequest | None] = queue.Queue()
-    requests.put(_create(start_revision))
+    requests.put(_create(prefix, start_revision))
     with grpc.insecure_channel(endpoint) as channel:
         call = rpc.WatchStub(channel).Watch(_feed(requests), timeout=timeout)
         try:

@@ -47,6 +47,7 @@ class NetnsCluster(ProcessCluster):
         """Give ``m`` a namespace at address .<10+i> (also for members added later)."""
         ns = f"flt{self.subnet}-{m.name}"
         ip = f"10.213.{self.subnet}.{10 + i}"
+        self.namespaces = [*getattr(self, "namespaces", []), ns]
         outer, inner = f"fv{self.subnet}{m.name}", f"fi{self.subnet}{m.name}"
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
@@ -62,6 +63,11 @@ class NetnsCluster(ProcessCluster):
             sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "flt", chain, spec)
         m.host, m.netns = ip, ns
         m.data_dir = Path(str(m.data_dir))
+
+    def new_member_number(self) -> int:
+        """A member number never used in this cluster before (members come and go)."""
+        self.numbers_used = max(getattr(self, "numbers_used", 0), len(self.members)) + 1
+        return self.numbers_used
 
     def interface(self, m: Proc) -> str:
         return f"fi{self.subnet}{m.name}"
@@ -171,7 +177,6 @@ class NetnsCluster(ProcessCluster):
                 )
 
     def teardown_network(self) -> None:
-        for m in self.members:
-            if m.netns:
-                sh("ip", "netns", "del", m.netns, check=False)
+        for ns in getattr(self, "namespaces", []):  # also of members removed meanwhile
+            sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
