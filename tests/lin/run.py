@@ -5,10 +5,12 @@ Shared by the CI test (a few minutes) and the soak command (an hour).
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -67,7 +69,13 @@ def run(
     faults: list[str],
     log: bool = True,
     check_budget: float = 60,
+    dump_dir: Path | None = None,
 ) -> Summary:
+    """Run the workload, the watcher and the nemesis for ``seconds``; judge everything.
+
+    With anomalies and a ``dump_dir``, the history and the watch events are written there
+    (``history-<seed>.jsonl``, ``watch-<seed>.jsonl``) for a closer look.
+    """
     rng = random.Random(seed)
     summary = Summary(seed)
     endpoints = [m.endpoint for m in cluster.members if m.alive]
@@ -103,9 +111,20 @@ def run(
     lead = cluster.wait_leader(nemesis.running())
     final = last_write(lead.endpoint, watcher.prefix)
     events = replay(lead.endpoint, start_rev, final, prefix=watcher.prefix)
-    summary.anomalies += watch_anomalies(watcher.events, events, history)
+    summary.anomalies += watch_anomalies(watcher.events, events, history, watcher.sources)
 
     hashes = nemesis.hashes()
     if len(set(hashes.values())) != 1:
         summary.anomalies.append(f"members disagree on HashKV: {hashes}")
+    if summary.anomalies and dump_dir is not None:
+        with open(dump_dir / f"history-{seed}.jsonl", "w") as out:
+            for op in history:
+                ret = None if op.unknown else op.ret
+                out.write(json.dumps([op.client, op.input, op.output, op.call, ret]) + "\n")
+        with open(dump_dir / f"watch-{seed}.jsonl", "w") as out:
+            for ev, src in zip(watcher.events, watcher.sources, strict=True):
+                out.write(json.dumps([ev.revision, ev.key, ev.value, src]) + "\n")
+        (dump_dir / f"summary-{seed}.txt").write_text(
+            summary.text() + "\n" + "\n".join("; ".join(r) for r in summary.rounds)
+        )
     return summary

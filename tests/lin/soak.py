@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         "--faults", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}"
     )
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
+    parser.add_argument("--verbose", action="store_true", help="print every fault injected")
     args = parser.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
     unknown = set(faults) - set(ALL)
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.wait_healthy()
         while time.monotonic() < deadline:
             seconds = min(args.round_seconds, max(10.0, deadline - time.monotonic()))
-            summary = run(cluster, rng.randrange(1 << 30), seconds, faults, log=False)
+            summary = run(
+                cluster, rng.randrange(1 << 30), seconds, faults, log=args.verbose, dump_dir=root
+            )
             print(summary.text(), flush=True)
             for name in ("ok", "fail", "unknown"):
                 setattr(totals, name, getattr(totals, name) + getattr(summary.counts, name))

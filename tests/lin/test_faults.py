@@ -50,9 +50,9 @@ def cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
     ],
 )
 def test_no_anomalies_under_random_faults(
-    cluster: NetnsCluster, faults: list[str], seconds: float
+    cluster: NetnsCluster, faults: list[str], seconds: float, tmp_path: Path
 ) -> None:
-    summary = run(cluster, SEED, seconds, faults)
+    summary = run(cluster, SEED, seconds, faults, dump_dir=tmp_path)
     print(summary.text())
     assert summary.counts.ok > 100, f"too little got through to judge anything: {summary.text()}"
     assert summary.verdict == "ok", summary.text()

@@ -197,6 +197,8 @@ class Watcher:
     seed: int
     prefix: bytes = PREFIX
     events: list[WatchEvent] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    """Per event: the member and the stream (counted from 0) it came on, for diagnosis."""
     reconnects: int = 0
 
     def __post_init__(self) -> None:
@@ -234,6 +236,10 @@ class Watcher:
                                     ev.kv.mod_revision, ev.kv.key.decode(), ev.kv.value.decode()
                                 )
                             )
+                            self.sources.append(
+                                f"{endpoint} stream {self.reconnects} from {nxt}, "
+                                f"header {resp.header.revision}"
+                            )
                         if self._stop.is_set():
                             break
                 except grpc.RpcError:
@@ -246,7 +252,10 @@ class Watcher:
 
 
 def watch_anomalies(
-    seen: list[WatchEvent], replay: list[WatchEvent], history: list[Op]
+    seen: list[WatchEvent],
+    replay: list[WatchEvent],
+    history: list[Op],
+    sources: list[str] | None = None,
 ) -> list[str]:
     """What is wrong with what a watcher saw, against a replay of the whole prefix.
 
@@ -263,7 +272,10 @@ def watch_anomalies(
     if seen != replay[: len(seen)]:
         for i, (a, b) in enumerate(zip(seen, replay, strict=False)):
             if a != b:
-                problems.append(f"watch event {i} is {a}, the replay says {b}")
+                where = ""
+                if sources and i > 0:
+                    where = f" (came on {sources[i]}; the one before on {sources[i - 1]})"
+                problems.append(f"watch event {i} is {a}, the replay says {b}{where}")
                 break
         else:
             problems.append(f"watch saw {len(seen)} events, the replay has only {len(replay)}")
