@@ -71,7 +71,10 @@ class KvStateMachine:
     def apply(self, entries: list[tuple[int, bytes]], batch: Any) -> list[tuple[bytes, object]]:
         self.store.events_prev_kv = self.watch_hub.needs_prev_kv
         out = self.applier.apply(entries, batch)
-        self._pending_events = (out.events, out.revision)
+        # One write batch may cover several apply calls (the driver splits a batch around
+        # configuration changes): keep every call's events until the batch is written.
+        earlier = self._pending_events[0] if self._pending_events is not None else []
+        self._pending_events = ([*earlier, *out.events], out.revision)
         return list(out.results)
 
     def batch_written(self) -> None:
