@@ -9,7 +9,9 @@ Inputs and outputs:
 
 - ``("get", key)`` → ``(value or None, mod_revision)``
 - ``("put", key, value)`` → the revision of the write, or ``None`` if unknown
-- ``("cas", key, expected_mod_revision, value)`` → ``(succeeded, revision)``, or ``None``
+- ``("cas", key, expected_mod_revision, value)`` → ``(True, revision)`` or, when the
+  compare failed, ``(False, value seen, mod_revision seen)`` (the Txn's failure branch reads
+  the key, so a failed compare-and-set is also a read); ``None`` if unknown
 
 A key's ``mod_revision`` strictly increases with each write, so a put whose revision is not
 above the current one is an anomaly too (a stale leader writing behind a newer one).
@@ -46,32 +48,50 @@ def register_step(state: Register, inp: Any, out: Any) -> tuple[bool, Register]:
             # Unknown outcome: it applied exactly when the compare held. With the revision
             # unknown, no client could have expected it (it learns revisions by reading).
             return True, ((new_value, None) if rev == expected else state)
-        succeeded, new_rev = out
-        if succeeded:
+        if out[0]:
+            new_rev = out[1]
             return (rev == expected and new_rev > expected), (new_value, new_rev)
-        return rev != expected, state
+        _, seen_value, seen_rev = out
+        if rev == expected or seen_value != value or (rev is not None and seen_rev != rev):
+            return False, state
+        return True, (seen_value, seen_rev)
     raise ValueError(f"unknown register operation {inp!r}")
 
 
 def resolve_unknown_writes(history: Sequence[Op]) -> list[Op]:
-    """Give an unknown write the revision a read saw for its (unique) value.
+    """Give an unknown write the revision a read saw for its (unique) value; drop the rest.
 
     A write that somebody read certainly took effect, with that revision; saying so keeps the
     search from guessing. Its completion time stays unknown (infinite).
     """
-    seen: dict[tuple[str, str], int] = {}
-    for op in history:
-        if op.input[0] == "get" and op.output is not None and op.output[0] is not None:
-            seen[(op.input[1], op.output[0])] = op.output[1]
+    seen = observed(history)
     out = []
     for op in history:
         if op.output is None and op.input[0] in ("put", "cas"):
             rev = seen.get((op.input[1], op.input[-1]))
-            if rev is not None:
-                result = rev if op.input[0] == "put" else (True, rev)
-                op = dataclasses.replace(op, output=result)
+            if rev is None:
+                # Never seen by anyone: had it taken effect, only another write could come
+                # next (every read and failed compare names the value it saw), so leaving
+                # it out loses no order. Keeping it would multiply the search by its places.
+                continue
+            result = rev if op.input[0] == "put" else (True, rev)
+            op = dataclasses.replace(op, output=result)
         out.append(op)
     return out
+
+
+def observed(history: Sequence[Op]) -> dict[tuple[str, str], int]:
+    """(key, value) -> the mod_revision a read or a failed compare-and-set saw it at."""
+    seen: dict[tuple[str, str], int] = {}
+    for op in history:
+        out = op.output
+        if out is None:
+            continue
+        if op.input[0] == "get" and out[0] is not None:
+            seen[(op.input[1], out[0])] = out[1]
+        elif op.input[0] == "cas" and not out[0] and out[1] is not None:
+            seen[(op.input[1], out[1])] = out[2]
+    return seen
 
 
 def by_key(history: Sequence[Op]) -> list[list[Op]]:

@@ -19,6 +19,7 @@ from flotilla.node.api.etcdpb import rpc_pb2_grpc as rpc
 
 from ..node.netns import NetnsCluster
 from .checker import Verdict, check
+from .leases import LeaseWorkload, LockWorkload
 from .models import REGISTER
 from .nemesis import Nemesis
 from .workload import PREFIX, Counts, Watcher, Workload, prefix_end, replay, watch_anomalies
@@ -31,6 +32,8 @@ class Summary:
     faults: Counter[str] = field(default_factory=Counter)
     rounds: list[list[str]] = field(default_factory=list)
     watch_events: int = 0
+    lease_checks: int = 0
+    lock_holds: int = 0
     verdict: str = ""
     anomalies: list[str] = field(default_factory=list)
 
@@ -39,7 +42,8 @@ class Summary:
         lines = [
             f"seed {self.seed}: {c.ok + c.fail + c.unknown} operations "
             f"(ok {c.ok}, failed {c.fail}, unknown {c.unknown}), "
-            f"{self.watch_events} watch events, {sum(self.faults.values())} faults injected",
+            f"{self.watch_events} watch events, {self.lease_checks} live-lease checks, "
+            f"{self.lock_holds} lock holds, {sum(self.faults.values())} faults injected",
             "faults: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
             f"linearizability: {self.verdict}",
             f"anomalies found: {len(self.anomalies)}",
@@ -84,8 +88,12 @@ def run(
     workload = Workload(endpoints, seed, tag=tag)
     watcher = Watcher(endpoints, start_rev, seed, prefix=PREFIX + tag.encode())
     nemesis = Nemesis(cluster, rng, endpoints)
+    lease_load = LeaseWorkload(endpoints, seed, b"lease/" + tag.encode())
+    lock_load = LockWorkload(endpoints, seed, b"lock/" + tag.encode())
     workload.start()
     watcher.start()
+    lease_load.start()
+    lock_load.start()
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
@@ -97,6 +105,8 @@ def run(
     finally:
         nemesis.heal()
         history = workload.stop()
+        lease_load.stop()
+        lock_load.stop()
     nemesis.settle()
     watcher.stop()
     summary.counts = workload.counts
@@ -112,6 +122,12 @@ def run(
     final = last_write(lead.endpoint, watcher.prefix)
     events = replay(lead.endpoint, start_rev, final, prefix=watcher.prefix)
     summary.anomalies += watch_anomalies(watcher.events, events, history, watcher.sources)
+
+    lease_load.check_expired([m.endpoint for m in nemesis.running()])
+    lock_load.check()
+    summary.lease_checks = lease_load.checked_live
+    summary.lock_holds = len(lock_load.holds)
+    summary.anomalies += lease_load.anomalies + lock_load.anomalies
 
     hashes = nemesis.hashes()
     if len(set(hashes.values())) != 1:

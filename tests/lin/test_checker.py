@@ -22,7 +22,7 @@ def cas(
     key: str,
     expected: int,
     value: str,
-    out: tuple[bool, int] | None,
+    out: tuple[bool, int] | tuple[bool, str | None, int] | None,
     call: float,
     ret: float,
 ) -> Op:
@@ -118,8 +118,10 @@ def test_compare_and_set_succeeds_only_on_the_current_revision() -> None:
     base = [put(1, "k", "a", 0, 1, 3), put(1, "k", "b", 2, 3, 4)]
     assert verdict([*base, cas(2, "k", 4, "c", (True, 6), 4, 5)]) == Verdict.OK
     assert verdict([*base, cas(2, "k", 3, "c", (True, 6), 4, 5)]) == Verdict.ILLEGAL
-    assert verdict([*base, cas(2, "k", 3, "c", (False, 4), 4, 5)]) == Verdict.OK
-    assert verdict([*base, cas(2, "k", 4, "c", (False, 4), 4, 5)]) == Verdict.ILLEGAL
+    assert verdict([*base, cas(2, "k", 3, "c", (False, "b", 4), 4, 5)]) == Verdict.OK
+    assert verdict([*base, cas(2, "k", 4, "c", (False, "b", 4), 4, 5)]) == Verdict.ILLEGAL
+    # A failed compare-and-set reads the key: it must see the current value.
+    assert verdict([*base, cas(2, "k", 3, "c", (False, "a", 3), 4, 5)]) == Verdict.ILLEGAL
 
 
 def test_two_compare_and_sets_on_one_revision_cannot_both_succeed() -> None:
@@ -175,7 +177,9 @@ def test_random_sequential_histories_of_a_real_register_are_linearizable() -> No
                     ops.append(cas(i, "k", expected, value, (True, rev), call, ret))
                     known = True
                 else:
-                    ops.append(cas(i, "k", expected, f"c{i}", (False, global_rev), call, ret))
+                    out = (False, value, rev)
+                    ops.append(cas(i, "k", expected, f"c{i}", out, call, ret))
+                    known = True
             else:
                 global_rev += 1
                 value, rev = f"p{i}", global_rev

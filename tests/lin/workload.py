@@ -161,10 +161,10 @@ class Workload:
         )
         if tresp.succeeded:
             seen[key] = tresp.header.revision
-        else:
-            kvs = tresp.responses[0].response_range.kvs
-            seen[key] = kvs[0].mod_revision if kvs else 0
-        return (tresp.succeeded, tresp.header.revision)
+            return (True, tresp.header.revision)
+        kvs = tresp.responses[0].response_range.kvs
+        seen[key] = kvs[0].mod_revision if kvs else 0
+        return (False, kvs[0].value.decode(), kvs[0].mod_revision) if kvs else (False, None, 0)
 
 
 def _feed(q: queue.Queue[pb.WatchRequest | None]) -> Iterator[pb.WatchRequest]:
