@@ -193,11 +193,14 @@ class Nemesis:
             cluster_rpc("MemberPromote", pb.MemberPromoteRequest(ID=new_id))
         )
         if not promoted:
-            return f"added learner {new.name}, promotion refused"
+            return f"added learner {new.name}, promotion refused; " + self._remove(new)
+        voters = self._voter_names()
+        if len(voters) <= 3:
+            return f"added and promoted {new.name}"
         lead = self.leader()
-        voters = [m for m in self.voters() if m is not new]
-        victim = lead if lead is not None and self.rng.random() < 0.5 else None
-        victim = victim or (self.rng.choice(voters) if voters else None)
+        victims = [m for m in self.c.members if m.name in voters.values() and m is not new]
+        victim = lead if lead in victims and self.rng.random() < 0.5 else None
+        victim = victim or (self.rng.choice(victims) if victims else None)
         if victim is None:
             return f"added and promoted {new.name}; no voter to remove"
         return f"added and promoted {new.name}; " + self._remove(victim)
@@ -206,18 +209,29 @@ class Nemesis:
         """3 -> 5 -> 3 voters through learners, one joint transition each way."""
         joined = [j for j in (self._join(), self._join()) if j is not None]
         ids = self.member_ids()
-        before = [m for m in self.voters() if m not in joined]
-        grow = {ids[m.name] for m in before + joined if m.name in ids}
+        grow = set(self._voter_names()) | {ids[j.name] for j in joined if j.name in ids}
         if not self._set_voters(grow):
-            return f"added learners {[j.name for j in joined]}, 3 -> 5 refused"
-        keep = self.rng.sample(before + joined, len(before))
-        shrink = {ids[m.name] for m in keep if m.name in ids}
-        if not self._set_voters(shrink):
-            return "3 -> 5 done, 5 -> 3 refused"
-        for m in self.c.members:
-            if m not in keep and m.alive:
+            undo = "; ".join(self._remove(j) for j in joined)
+            return f"added learners {[j.name for j in joined]}, growing refused; {undo}"
+        # Always back to three voters, whatever an earlier refused step left.
+        keep = set(self.rng.sample(sorted(grow), min(3, len(grow))))
+        # Names before the shrink (the list loses the removed); a member that has not
+        # published its name yet is known by the id its own Status reports.
+        names = {mid: name for mid, name in self._all_names().items() if name}
+        names.update({mid: name for name, mid in ids.items()})
+        if not self._set_voters(keep):
+            return f"grew to {len(grow)} voters, shrinking refused"
+        kept = {names.get(mid, "?") for mid in keep}
+        for m in list(self.c.members):
+            if m.name not in kept:
                 self._await_exit(m)
-        return f"3 -> 5 -> 3, keeping {sorted(m.name for m in keep)}"
+        return f"{len(grow) - len(joined)} -> {len(grow)} -> {len(keep)}, keeping {sorted(kept)}"
+
+    def _voter_names(self) -> dict[int, str]:
+        return {m.ID: m.name for m in self._member_list() if not m.isLearner}
+
+    def _all_names(self) -> dict[int, str]:
+        return {m.ID: m.name for m in self._member_list()}
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -107,7 +107,12 @@ def run(
         history = workload.stop()
         lease_load.stop()
         lock_load.stop()
-    nemesis.settle()
+    try:
+        nemesis.settle()
+    except AssertionError as exc:
+        watcher.stop()
+        summary.anomalies.append(f"the cluster did not recover after healing: {exc}")
+        return summary
     watcher.stop()
     summary.counts = workload.counts
     summary.faults = nemesis.injected

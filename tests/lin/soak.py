@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             faults_done.update(summary.faults)
             verdicts[summary.verdict] += 1
             anomalies += summary.anomalies
+            if any("did not recover" in a for a in summary.anomalies):
+                break  # nothing more to learn from a cluster that does not serve
     finally:
         cluster.stop()
         cluster.teardown_network()

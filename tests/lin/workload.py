@@ -41,7 +41,18 @@ DEFINITE_FAILURES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 """Refused before anything was proposed. Everything else (UNAVAILABLE, DEADLINE_EXCEEDED, a
-reset connection, etcd's "request timed out") may hide a write that still commits."""
+reset connection, etcd's "request timed out") may hide a write that still commits, except a
+connection that was never made."""
+
+
+def definitely_not_applied(err: grpc.RpcError) -> bool:
+    """True if the request cannot have been proposed: refused, or never sent at all."""
+    code = err.code()  # type: ignore[attr-defined]
+    if code in DEFINITE_FAILURES:
+        return True
+    details = str(err.details() or "")  # type: ignore[attr-defined]
+    # grpc fails fast, before sending, when it cannot connect (member down or cut off).
+    return code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -121,8 +132,7 @@ class Workload:
                     out = self._one(kv, inp, seen)
                     self._record(Op(worker, inp, out, call, time.monotonic()), "ok")
                 except grpc.RpcError as err:
-                    code = err.code()  # type: ignore[attr-defined]
-                    if code in DEFINITE_FAILURES:
+                    if definitely_not_applied(err):
                         self._record(None, "fail")
                     else:
                         # A read that failed changed nothing; a write may still commit.
