@@ -19,6 +19,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -56,6 +57,7 @@ class Nemesis:
         self.injected: Counter[str] = Counter()
         self._undo: list[Callable[[], None]] = []
         self.removed: list[Proc] = []
+        self._ids: dict[str, int] = {}
 
     # -- cluster views ---------------------------------------------------------------------
 
@@ -83,7 +85,7 @@ class Nemesis:
         return []
 
     def member_ids(self) -> dict[str, int]:
-        out = {}
+        out = {m.name: self._ids[m.name] for m in self.c.members if m.name in self._ids}
         for m in self.c.members:
             if m.alive:
                 try:
@@ -189,8 +191,12 @@ class Nemesis:
         if new is None:
             return "add learner refused"
         new_id = self.member_ids().get(new.name)
-        promoted = new_id is not None and self._retry(
-            cluster_rpc("MemberPromote", pb.MemberPromoteRequest(ID=new_id))
+        promoted = (
+            new_id is not None
+            and self._retry(
+                cluster_rpc("MemberPromote", pb.MemberPromoteRequest(ID=new_id)), timeout=15
+            )
+            is not None
         )
         if not promoted:
             return f"added learner {new.name}, promotion refused; " + self._remove(new)
@@ -235,17 +241,17 @@ class Nemesis:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _retry(self, fn: Callable[[str], object], timeout: float = 10) -> bool:
+    def _retry(self, fn: Callable[[str], object], timeout: float = 10) -> Any:
+        """``fn`` on one running member after another until it answers; None if none did."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for m in self.running():
                 try:
-                    fn(m.endpoint)
-                    return True
+                    return fn(m.endpoint)
                 except grpc.RpcError:
                     continue
             time.sleep(0.2)
-        return False
+        return None
 
     def _join(self) -> Proc | None:
         number = self.c.new_member_number()
@@ -255,12 +261,13 @@ class Nemesis:
         self.c.members.append(m)
         # Addresses follow the member number, never reused: members come and go.
         self.c.setup_member(m, number - 1)
-        ok = self._retry(
+        added = self._retry(
             cluster_rpc("MemberAdd", pb.MemberAddRequest(peerURLs=[m.peer_url], isLearner=True))
         )
-        if not ok:
+        if added is None:
             self.c.members.remove(m)
             return None
+        self._ids[m.name] = added.member.ID  # known before the new member even starts
         m.initial_state = "existing"
         self.c.start(m)
         self.endpoints.append(m.endpoint)
@@ -279,14 +286,14 @@ class Nemesis:
                 raise grpc.RpcError()
             return phases
 
-        return self._retry(call, timeout=20)
+        return self._retry(call, timeout=20) is not None
 
     def _remove(self, victim: Proc) -> str:
         vid = self.member_ids().get(victim.name)
         if vid is None:
             return f"remove {victim.name} skipped (unreachable)"
         ok = self._retry(cluster_rpc("MemberRemove", pb.MemberRemoveRequest(ID=vid)))
-        if not ok:
+        if ok is None:
             return f"remove {victim.name} refused"
         self._await_exit(victim)
         return f"removed {victim.name}"
