@@ -113,7 +113,11 @@ class KvStateMachine:
             if prefix != b"ls/":
                 for key in self.db.iterator(prefix=prefix, include_value=False):
                     batch.delete(key)
-        self.lessor.restore([(k, v) for k, v in records if k.startswith(b"ls/")], batch)
+        # The snapshot holds the records under their full keys; the lessor wants them
+        # without its prefix (it used to get "ls/ls/..." and refuse every snapshot with a
+        # lease in it as corrupt, so a member catching up by snapshot crashed).
+        leases = [(k[len(b"ls/") :], v) for k, v in records if k.startswith(b"ls/")]
+        self.lessor.restore(leases, batch)
         for k, v in records:
             if not k.startswith(b"ls/"):
                 batch.put(k, v)
