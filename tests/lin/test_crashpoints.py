@@ -206,6 +206,10 @@ def test_a_member_crashed_while_installing_a_snapshot_recovers(
     behind = c.members[2]
     c.kill(behind)
     c.wait_leader(c.members[:2])
+    # A live lease with a key, so the snapshot carries lease records too.
+    with grpc.insecure_channel(c.wait_leader(c.members[:2]).endpoint) as ch:
+        lease = rpc.LeaseStub(ch).LeaseGrant(pb.LeaseGrantRequest(TTL=600), timeout=5).ID
+        rpc.KVStub(ch).Put(pb.PutRequest(key=b"leased", value=b"x", lease=lease), timeout=5)
     for i in range(150):  # far past --snapshot-count: the log behind it is compacted away
         put_somewhere(c, b"fill%d" % (i % 5), b"f%d" % i)
     behind.env = {"FLOTILLA_FAILPOINTS": f"{point}=crash"}
