@@ -58,6 +58,7 @@ class Nemesis:
         self._undo: list[Callable[[], None]] = []
         self.removed: list[Proc] = []
         self._ids: dict[str, int] = {}
+        self.crashes: list[str] = []
 
     # -- cluster views ---------------------------------------------------------------------
 
@@ -323,6 +324,16 @@ class Nemesis:
         undo, self._undo = self._undo, []
         for fn in reversed(undo):
             fn()
+        # Every member still in the cluster must be running now: one that exited by itself
+        # crashed (a removed member leaves self.c.members before it stops).
+        for m in self.c.members:
+            if m.popen is not None and not m.alive:
+                tail = m.log_path.read_text(errors="replace").splitlines()[-3:]
+                self.crashes.append(
+                    f"{m.name} exited by itself with status {m.popen.returncode}: "
+                    + " | ".join(tail)
+                )
+                self.c.start(m)
 
     def run_round(self, names: list[str], hold: float) -> list[str]:
         """Inject one or two faults, hold them ``hold`` seconds, heal. Returns what it did."""

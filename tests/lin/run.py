@@ -111,6 +111,7 @@ def run(
         nemesis.settle()
     except AssertionError as exc:
         watcher.stop()
+        summary.anomalies += nemesis.crashes
         summary.anomalies.append(f"the cluster did not recover after healing: {exc}")
         return summary
     watcher.stop()
@@ -132,7 +133,7 @@ def run(
     lock_load.check()
     summary.lease_checks = lease_load.checked_live
     summary.lock_holds = len(lock_load.holds)
-    summary.anomalies += lease_load.anomalies + lock_load.anomalies
+    summary.anomalies += lease_load.anomalies + lock_load.anomalies + nemesis.crashes
 
     hashes = nemesis.hashes()
     if len(set(hashes.values())) != 1:
