@@ -28,7 +28,7 @@ from typing import Any
 
 import plyvel
 
-from . import events
+from . import events, failpoints
 from .config import NodeConfig
 from .kv.requests import HEADER_SIZE, ID_SIZE
 from .members import Member, decode_members, encode_members
@@ -144,8 +144,19 @@ class RaftNode:
             check_quorum=True,
         )
         state: InitialState = self.storage.load()
-        raw_members = self.db.get(MEMBERS_KEY)
         applied_raw = self.db.get(APPLIED_KEY)
+        applied = struct.unpack(">Q", applied_raw)[0] if applied_raw else 0
+        if state.snapshot.index > applied:
+            # A snapshot from the leader is recorded in the log before the state machine
+            # installs it (see _handle_ready); a crash in between leaves the state machine
+            # behind the log. Install it now, or the entries it covers would be lost here.
+            loaded = self.storage.load_snapshot()
+            assert loaded is not None
+            meta, data = loaded
+            self.sm.restore(data, [(APPLIED_KEY, struct.pack(">Q", meta.index))])
+            applied = meta.index
+            log.warning("installed snapshot %d that a crash interrupted", meta.index)
+        raw_members = self.db.get(MEMBERS_KEY)
         if is_fresh(self.db, state):
             members = list(self.cfg.initial_cluster)
             batch = self.db.write_batch(sync=True)
@@ -158,8 +169,7 @@ class RaftNode:
             state.applied = 0
         else:
             members = decode_members(raw_members) if raw_members else []
-            state.applied = struct.unpack(">Q", applied_raw)[0] if applied_raw else 0
-            state.applied = max(state.applied, state.snapshot.index)
+            state.applied = applied
         self.members = {m.id: m for m in members}
         raw_alarms = self.db.get(ALARMS_KEY)
         self.alarms: set[tuple[int, int]] = (
@@ -343,15 +353,26 @@ class RaftNode:
             self._note_heartbeats(rd.messages)
             self.transport.send(rd.messages)
         if rd.snapshot is not None:
-            await self._receive_snapshot(rd.snapshot)
+            # The file first, then the log records it, then the state machine installs it:
+            # a crash at any point leaves a state that start-up completes (_load_core).
+            snap = rd.snapshot
+            assert snap.data is not None, "the transport delivers snapshots with their data"
+            snap_started = time.perf_counter()
+            failpoints.hit("snapshot.before_install")
+            await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
+            failpoints.hit("snapshot.after_install_file")
         if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
             batch = self.db.write_batch(sync=True)
             self.storage.stage(batch, rd)
             started = time.perf_counter()
+            failpoints.hit("raft.before_log_write")
             await asyncio.to_thread(batch.write)
+            failpoints.hit("raft.after_log_write")
             took = time.perf_counter() - started
             self.stats.fsync_seconds.append(took)
             self._slow_fsync.observe(self.core, took, time.monotonic())
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot, snap_started)
         if rd.messages_after_persist:
             self.transport.send(rd.messages_after_persist)
         if rd.committed_entries:
@@ -402,7 +423,9 @@ class RaftNode:
         if normal:
             self._apply_normal(normal, batch)
         batch.put(APPLIED_KEY, struct.pack(">Q", entries[-1].index))
+        failpoints.hit("raft.before_apply")
         batch.write()
+        failpoints.hit("raft.after_apply")
         self.sm.batch_written()
 
     def _apply_normal(self, entries: list[tuple[int, bytes]], batch: Any) -> None:
@@ -525,12 +548,13 @@ class RaftNode:
         with contextlib.suppress(ProposalDropped):
             self.core.propose([MEMBER_ATTRS + json.dumps(doc).encode()])
 
-    async def _receive_snapshot(self, snap: Snapshot) -> None:
+    def _install_snapshot(self, snap: Snapshot, started: float) -> None:
+        """Replace the state machine with a snapshot already recorded in the log."""
         assert snap.data is not None, "the transport delivers snapshots with their data"
-        started = time.perf_counter()
-        await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
+        failpoints.hit("snapshot.before_apply")
         applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
         self.sm.restore(snap.data, applied)
+        failpoints.hit("snapshot.after_install")
         raw = self.db.get(MEMBERS_KEY)
         if raw:
             self.members = {m.id: m for m in decode_members(raw)}
@@ -558,10 +582,12 @@ class RaftNode:
         try:
             data = await asyncio.to_thread(self.sm.dump, view)
             meta = self.core.create_snapshot(index)
+            failpoints.hit("snapshot.before_save")
             await asyncio.to_thread(self.storage.save_snapshot, meta, data)
             batch = self.db.write_batch(sync=True)
             self.storage.record_snapshot(batch, meta)
             await asyncio.to_thread(batch.write)
+            failpoints.hit("snapshot.after_save")
             # Keep some entries behind the snapshot so slightly slow followers need no snapshot.
             keep = min(5000, self.cfg.snapshot_count)
             upto = max(self.core.log.offset, index - keep)
@@ -569,7 +595,9 @@ class RaftNode:
                 self.core.compact(upto)
                 batch = self.db.write_batch()
                 self.storage.compact(batch, upto)
+                failpoints.hit("raftlog.before_compact")
                 await asyncio.to_thread(batch.write)
+                failpoints.hit("raftlog.after_compact")
             self.storage.purge_snapshots(keep=2)
             took = time.perf_counter() - started
             self.stats.snapshot_save_seconds.append(took)

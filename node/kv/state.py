@@ -71,7 +71,10 @@ class KvStateMachine:
     def apply(self, entries: list[tuple[int, bytes]], batch: Any) -> list[tuple[bytes, object]]:
         self.store.events_prev_kv = self.watch_hub.needs_prev_kv
         out = self.applier.apply(entries, batch)
-        self._pending_events = (out.events, out.revision)
+        # One write batch may cover several apply calls (the driver splits a batch around
+        # configuration changes): keep every call's events until the batch is written.
+        earlier = self._pending_events[0] if self._pending_events is not None else []
+        self._pending_events = ([*earlier, *out.events], out.revision)
         return list(out.results)
 
     def batch_written(self) -> None:
@@ -110,7 +113,11 @@ class KvStateMachine:
             if prefix != b"ls/":
                 for key in self.db.iterator(prefix=prefix, include_value=False):
                     batch.delete(key)
-        self.lessor.restore([(k, v) for k, v in records if k.startswith(b"ls/")], batch)
+        # The snapshot holds the records under their full keys; the lessor wants them
+        # without its prefix (it used to get "ls/ls/..." and refuse every snapshot with a
+        # lease in it as corrupt, so a member catching up by snapshot crashed).
+        leases = [(k[len(b"ls/") :], v) for k, v in records if k.startswith(b"ls/")]
+        self.lessor.restore(leases, batch)
         for k, v in records:
             if not k.startswith(b"ls/"):
                 batch.put(k, v)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
+from flotilla.node import failpoints
 from flotilla.node.api.etcdpb.kv_pb2 import Event, KeyValue
 from flotilla.node.api.etcdpb.rpc_pb2 import (
     CompactionRequest,
@@ -668,6 +669,7 @@ class MvccStore:
             self._begin(batch)
 
             def apply() -> None:
+                failpoints.hit("mvcc.compact")
                 index = self._index
                 prefix = self._prefix
                 overlay = self._overlay

@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from .procs import ProcessCluster
+from .procs import Proc, ProcessCluster
 
 _subnets = itertools.count(os.getpid() % 200 + 20)
 
@@ -41,23 +41,75 @@ class NetnsCluster(ProcessCluster):
         sh("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         for i, m in enumerate(self.members):
-            ns = f"flt{self.subnet}-{m.name}"
-            ip = f"10.213.{self.subnet}.{10 + i}"
-            outer, inner = f"fv{self.subnet}{m.name}", f"fi{self.subnet}{m.name}"
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-            sh("ip", "link", "set", inner, "netns", ns)
-            sh("ip", "link", "set", outer, "master", self.bridge)
-            sh("ip", "link", "set", outer, "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inner)
-            sh("ip", "-n", ns, "link", "set", inner, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "flt")
-            for chain, hook in (("in", "input"), ("out", "output")):
-                spec = f"{{ type filter hook {hook} priority 0 ; }}"
-                sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "flt", chain, spec)
-            m.host, m.netns = ip, ns
-            m.data_dir = Path(str(m.data_dir))
+            self.setup_member(m, i)
+
+    def setup_member(self, m: Proc, i: int) -> None:
+        """Give ``m`` a namespace at address .<10+i> (also for members added later)."""
+        ns = f"flt{self.subnet}-{m.name}"
+        ip = f"10.213.{self.subnet}.{10 + i}"
+        self.namespaces = [*getattr(self, "namespaces", []), ns]
+        outer, inner = f"fv{self.subnet}{m.name}", f"fi{self.subnet}{m.name}"
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        sh("ip", "link", "set", inner, "netns", ns)
+        sh("ip", "link", "set", outer, "master", self.bridge)
+        sh("ip", "link", "set", outer, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inner)
+        sh("ip", "-n", ns, "link", "set", inner, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "flt")
+        for chain, hook in (("in", "input"), ("out", "output")):
+            spec = f"{{ type filter hook {hook} priority 0 ; }}"
+            sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "flt", chain, spec)
+        m.host, m.netns = ip, ns
+        m.data_dir = Path(str(m.data_dir))
+
+    def new_member_number(self) -> int:
+        """A member number never used in this cluster before (members come and go)."""
+        self.numbers_used = max(getattr(self, "numbers_used", 0), len(self.members)) + 1
+        return self.numbers_used
+
+    def interface(self, m: Proc) -> str:
+        return f"fi{self.subnet}{m.name}"
+
+    def partition(self, *sides: list[Proc]) -> None:
+        """Cut every link between members on different sides (both directions)."""
+        for i, a_side in enumerate(sides):
+            for b_side in sides[i + 1 :]:
+                for a in a_side:
+                    for b in b_side:
+                        self._drop(a.netns, b.host)
+                        self._drop(b.netns, a.host)
+
+    def drop_one_way(self, frm: Proc, to: Proc) -> None:
+        """Lose every packet from ``frm`` to ``to``; the other direction still works."""
+        assert to.netns is not None
+        sh("ip", "netns", "exec", to.netns, "nft", "add", "rule", "inet", "flt", "in",
+           "ip", "saddr", frm.host, "drop")  # fmt: skip
+
+    def netem(self, m: Proc, *spec: str) -> bool:
+        """Shape ``m``'s link with tc netem, e.g. ``netem(m, "delay", "80ms", "40ms")``.
+
+        False if this kernel has no netem (some sandboxed kernels lack the module).
+        """
+        assert m.netns is not None
+        dev = self.interface(m)
+        cmd = ("ip", "netns", "exec", m.netns, "tc", "qdisc", "replace", "dev", dev, "root")
+        return sh(*cmd, "netem", *spec, check=False).returncode == 0
+
+    def slow_link(self, m: Proc, rate: str = "512kbit") -> None:
+        """Throttle ``m``'s outgoing link with a token bucket (queueing delay under load)."""
+        assert m.netns is not None
+        sh("ip", "netns", "exec", m.netns, "tc", "qdisc", "replace", "dev", self.interface(m),
+           "root", "tbf", "rate", rate, "burst", "16kbit", "latency", "300ms")  # fmt: skip
+
+    def lossy(self, m: Proc, percent: int) -> None:
+        """Drop ``percent``% of the packets between ``m`` and the other members, at random."""
+        for peer in self.members:
+            if peer is not m and peer.netns is not None:
+                sh("ip", "netns", "exec", str(m.netns), "nft", "add", "rule", "inet", "flt", "in",
+                   "ip", "saddr", peer.host, "numgen", "random", "mod", "100", "<", str(percent),
+                   "drop")  # fmt: skip
 
     def isolate(self, *names: str) -> None:
         """Cut the named members off from all others (both directions); the host still talks."""
@@ -104,7 +156,12 @@ class NetnsCluster(ProcessCluster):
         )
 
     def heal(self) -> None:
+        """Remove every partition and every netem shaping."""
         for m in self.members:
+            if m.netns is None:
+                continue
+            sh("ip", "netns", "exec", m.netns, "tc", "qdisc", "del", "dev", self.interface(m),
+               "root", check=False)  # fmt: skip
             for chain in ("in", "out"):
                 sh(
                     "ip",
@@ -120,7 +177,6 @@ class NetnsCluster(ProcessCluster):
                 )
 
     def teardown_network(self) -> None:
-        for m in self.members:
-            if m.netns:
-                sh("ip", "netns", "del", m.netns, check=False)
+        for ns in getattr(self, "namespaces", []):  # also of members removed meanwhile
+            sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", self.bridge, check=False)

@@ -87,6 +87,10 @@ class Proc:
     flags: list[str] = field(default_factory=list)
     """Flags for this member only (after the cluster's)."""
     popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the next start (e.g. FLOTILLA_FAILPOINTS)."""
+    initial_state: str = "new"
+    """``existing`` for a member added to a running cluster."""
 
     @property
     def endpoint(self) -> str:
@@ -176,9 +180,9 @@ class ProcessCluster:
     def start(self, m: Proc | None = None) -> None:
         for p in [m] if m else self.members:
             log = open(p.log_path, "ab")  # noqa: SIM115 - owned by the child
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **p.env)
             p.popen = subprocess.Popen(
-                self.command(p), stdout=log, stderr=subprocess.STDOUT, env=env
+                self.command(p, p.initial_state), stdout=log, stderr=subprocess.STDOUT, env=env
             )
 
     def kill(self, m: Proc, sig: int = signal.SIGKILL) -> None:
