@@ -132,6 +132,20 @@ class TreeIndex:
             self._keys.add(key)
         return ki
 
+    def get_or_create_unordered(self, key: bytes) -> KeyIndex:
+        """:meth:`get_or_create` for bulk loads: call :meth:`reorder` once at the end.
+
+        Sorting all keys once is far cheaper than inserting each into the sorted list.
+        """
+        ki = self._map.get(key)
+        if ki is None:
+            ki = self._map[key] = KeyIndex()
+        return ki
+
+    def reorder(self) -> None:
+        """Rebuild the key order after :meth:`get_or_create_unordered` calls."""
+        self._keys = SortedList(self._map)
+
     def remove(self, key: bytes) -> None:
         del self._map[key]
         self._keys.remove(key)
