@@ -503,27 +503,30 @@ def markdown(report: Result) -> str:
         " ratio = Flotilla throughput ÷ etcd throughput (above 1: Flotilla faster).",
         "",
     ]
-    head = ["workload", *[f"{lab} ops/s" for lab in labels]]
-    head += [f"{lab} p50/p99" for lab in labels]
-    head += [f"{lab} CPU ms/op" for lab in labels]
-    head += [f"÷ {r['label']}" for r in refs]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + " --- |" * len(head))
     descs = {wid: desc for wid, desc, _ in workloads(Load(Path(), Path(), 0))}
-    for wid, desc in descs.items():
-        rows = [s["workloads"].get(wid) for s in systems]
-        cells = [f"{desc}", *[fmt_rate(r) for r in rows]]
-        for r in rows:
-            ok = r and "error" not in r
-            cells.append(f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}" if ok else "-")
-        for r in rows:
-            ok = r and "error" not in r and r.get("cpu_ms_per_op") is not None
-            cells.append(f"{r['cpu_ms_per_op']:.3f}" if ok else "-")
-        b = base["workloads"].get(wid) or {}
-        for ref in refs:
-            rr = ref["workloads"].get(wid) or {}
-            cells.append(ratio(b.get("throughput"), rr.get("throughput")))
-        lines.append("| " + " | ".join(cells) + " |")
+    ran = [wid for wid in descs if any(s["workloads"].get(wid) for s in systems)]
+    if ran:  # none with --parts without workloads
+        head = ["workload", *[f"{lab} ops/s" for lab in labels]]
+        head += [f"{lab} p50/p99" for lab in labels]
+        head += [f"{lab} CPU ms/op" for lab in labels]
+        head += [f"÷ {r['label']}" for r in refs]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + " --- |" * len(head))
+        for wid in ran:
+            desc = descs[wid]
+            rows = [s["workloads"].get(wid) for s in systems]
+            cells = [f"{desc}", *[fmt_rate(r) for r in rows]]
+            for r in rows:
+                ok = r and "error" not in r
+                cells.append(f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}" if ok else "-")
+            for r in rows:
+                ok = r and "error" not in r and r.get("cpu_ms_per_op") is not None
+                cells.append(f"{r['cpu_ms_per_op']:.3f}" if ok else "-")
+            b = base["workloads"].get(wid) or {}
+            for ref in refs:
+                rr = ref["workloads"].get(wid) or {}
+                cells.append(ratio(b.get("throughput"), rr.get("throughput")))
+            lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "| measurement | " + " | ".join(labels) + " |",
