@@ -212,7 +212,7 @@ class Cluster:
 
 @dataclass
 class FlotillaCluster(Cluster):
-    leader_metric: str = "flotilla_server_is_leader"
+    leader_metric: str = "etcd_server_is_leader"
 
     def program(self) -> list[str]:
         return [sys.executable, "-m", "flotilla.node.main"]

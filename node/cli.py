@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .ctl import commands
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flotilla", description="Flotilla: Raft, etcd-style.")
@@ -20,20 +22,30 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", type=Path, default=None, help="where members keep data")
     up.add_argument("--base-port", type=int, default=2379, help="first client port")
     up.add_argument("node_flags", nargs="*", help="extra flotilla-node flags, after --")
-    snap = sub.add_parser("snapshot", help="restore a backup saved with etcdctl snapshot save")
+    snap = sub.add_parser("snapshot", help="save a backup, or restore one into a new member")
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
+    snap_sub.add_parser(
+        "save",
+        help="FILE [--endpoints ...]: stream a member's backup into FILE and verify it",
+        add_help=False,
+    )
     snap_sub.add_parser(
         "restore",
         help="FILE plus the new member's flotilla-node flags: writes its data directory",
         add_help=False,
     )
+    commands.register(sub)
     if argv is None:
         argv = sys.argv[1:]
     if argv[:2] == ["snapshot", "restore"]:
         from .restore import run as restore
 
         return restore(argv[2:])
+    if argv[:2] == ["snapshot", "save"]:
+        return commands.snapshot_save(argv[2:])
     args = parser.parse_args(argv)
+    if args.command in ("status", "members", "move-leader", "defrag"):
+        return commands.run(args)
     if args.command == "local":
         from .local import default_data_root
         from .local import up as local_up

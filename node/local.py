@@ -95,12 +95,12 @@ def status_line(m: LocalMember) -> str:
     metrics = probe(m.metrics_url + "/metrics")[1]
     values = {}
     for line in metrics.splitlines():
-        if line.startswith("flotilla_server_") and " " in line:
+        if line.startswith(("etcd_server_", "flotilla_server_")) and " " in line:
             name, value = line.rsplit(" ", 1)
             values[name] = value
-    role = "leader" if values.get("flotilla_server_is_leader") == "1.0" else "follower"
+    role = "leader" if values.get("etcd_server_is_leader") == "1.0" else "follower"
     term = values.get("flotilla_server_term", "?").split(".")[0]
-    applied = values.get("flotilla_server_applied_index", "?").split(".")[0]
+    applied = values.get("etcd_server_proposals_applied_total", "?").split(".")[0]
     return (
         f"  {m.name:<4} {m.client_url:<24} {health:<9} {role:<8} term {term:<4} applied {applied}"
     )

@@ -1,7 +1,9 @@
 """Structured logs: one event per line, with the member's name; JSON on request.
 
 ``FLOTILLA_LOG_FORMAT=json`` switches to one JSON object per line (for log pipelines);
-``FLOTILLA_LOG_LEVEL`` sets the level (default INFO).
+``FLOTILLA_LOG_LEVEL`` sets the level (default INFO). Structured fields are passed as
+``extra={"fields": {...}}`` (see ``flotilla.node.events``): top-level keys in JSON,
+``key=value`` pairs after the message in text.
 """
 
 from __future__ import annotations
@@ -22,9 +24,18 @@ class _Text(logging.Formatter):
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = f"{ts}.{int(record.msecs):03d}Z {record.levelname:<5} {self.member} "
         line += record.getMessage()
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def _text_value(v: object) -> str:
+    if isinstance(v, list | tuple):
+        return ",".join(str(x) for x in v) or "-"
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 class _Json(logging.Formatter):

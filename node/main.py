@@ -29,6 +29,7 @@ from .api import cluster, maintenance, membership
 from .api.cluster import ClusterService
 from .api.etcdpb import flotilla_pb2, v3election_pb2, v3lock_pb2
 from .api.etcdpb import rpc_pb2 as pb
+from .api.grpcmetrics import GrpcCounters
 from .api.handle import GRPC_SERVER_OPTIONS
 from .api.http import HttpEndpoints, health_route, ready_route
 from .api.maintenance import MaintenanceService
@@ -38,7 +39,7 @@ from .kv.state import KvStateMachine
 from .logs import setup_logging
 from .members import decode_members, encode_members
 from .metrics import NodeMetrics
-from .server import RaftNode
+from .server import RaftNode, is_fresh
 from .storage.errors import StorageError
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
@@ -74,7 +75,8 @@ class Member:
         self.sm = KvStateMachine(self.db, cfg)
         self.node = RaftNode(cfg, self.db, self.storage, self.sm, self._make_transport)
         self.sm.attach(self.node)
-        self.metrics = NodeMetrics(self.node)
+        self.grpc_counters = GrpcCounters()
+        self.metrics = NodeMetrics(self.node, self.grpc_counters)
         self.grpc_server: grpc.aio.Server | None = None
         self.http = HttpEndpoints(
             {
@@ -85,10 +87,7 @@ class Member:
         )
 
     def _fresh(self) -> bool:
-        state = self.storage.load()
-        return (
-            state.hard_state.term == 0 and not state.entries and self.db.get(b"c/members") is None
-        )
+        return is_fresh(self.db, self.storage.load())
 
     def _join(self, cfg: NodeConfig) -> NodeConfig:
         """Joining an existing cluster: learn the member list, and our id in it, from a peer."""
@@ -143,7 +142,9 @@ class Member:
     async def start(self) -> None:
         cfg = self.cfg
         # Created here, inside the running loop: grpc.aio binds to the loop that creates it.
-        server = self.grpc_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        server = self.grpc_server = grpc.aio.server(
+            options=GRPC_SERVER_OPTIONS, interceptors=[self.grpc_counters]
+        )
         self.sm.add_services(server, self._header)
         cluster.add_to_server(
             server, ClusterService(self.node, self._header, cfg.initial_cluster_token)

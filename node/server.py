@@ -28,6 +28,7 @@ from typing import Any
 
 import plyvel
 
+from . import events
 from .config import NodeConfig
 from .members import Member, decode_members, encode_members
 from .proposals import PendingProposal, Waiters
@@ -70,6 +71,22 @@ class Stats:
     fsync_seconds: list[float] = field(default_factory=list)
     apply_seconds: list[float] = field(default_factory=list)
     peer_rtt_seconds: list[tuple[int, float]] = field(default_factory=list)
+    snapshot_save_seconds: list[float] = field(default_factory=list)
+    snapshot_install_seconds: list[float] = field(default_factory=list)
+
+
+def is_fresh(db: Any, state: InitialState) -> bool:
+    """Nothing of a cluster was ever written here: no vote, no log, no snapshot, no members.
+
+    A data dir that has only its member list (a joining member stopped before it heard from
+    the leader) is not fresh: it keeps the list it was given rather than asking again.
+    """
+    return (
+        state.hard_state.term == 0
+        and not state.entries
+        and state.snapshot.index == 0
+        and db.get(MEMBERS_KEY) is None
+    )
 
 
 class RaftNode:
@@ -96,6 +113,8 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._stopping = False
         self._last_lead = NONE
+        self._last_role = Role.FOLLOWER
+        self._slow_fsync = events.SlowFsync()
         self._read_seq = 0
         self._tick_seconds = cfg.heartbeat_interval_ms / 1000.0
         self._snapshotting = False
@@ -122,8 +141,7 @@ class RaftNode:
         state: InitialState = self.storage.load()
         raw_members = self.db.get(MEMBERS_KEY)
         applied_raw = self.db.get(APPLIED_KEY)
-        fresh = state.hard_state.term == 0 and not state.entries and state.snapshot.index == 0
-        if fresh:
+        if is_fresh(self.db, state):
             members = list(self.cfg.initial_cluster)
             batch = self.db.write_batch(sync=True)
             if self.cfg.initial_cluster_state == "new":
@@ -308,7 +326,9 @@ class RaftNode:
             self.storage.stage(batch, rd)
             started = time.perf_counter()
             await asyncio.to_thread(batch.write)
-            self.stats.fsync_seconds.append(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.stats.fsync_seconds.append(took)
+            self._slow_fsync.observe(self.core, took, time.monotonic())
         if rd.messages_after_persist:
             self.transport.send(rd.messages_after_persist)
         if rd.committed_entries:
@@ -386,6 +406,7 @@ class RaftNode:
                         until - time.monotonic() + 0.1, self.update_peers
                     )
         conf = cc.conf
+        events.membership_changed(self.core, conf, e.index)
         for mid, m in list(self.members.items()):
             learner = mid in conf.learners and not conf.is_voter(mid)
             if m.is_learner != learner:
@@ -483,6 +504,7 @@ class RaftNode:
 
     async def _receive_snapshot(self, snap: Snapshot) -> None:
         assert snap.data is not None, "the transport delivers snapshots with their data"
+        started = time.perf_counter()
         await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
         applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
         self.sm.restore(snap.data, applied)
@@ -492,7 +514,9 @@ class RaftNode:
             self.update_peers()
         raw_alarms = self.db.get(ALARMS_KEY)
         self.alarms = {(int(m), int(a)) for m, a in json.loads(raw_alarms)} if raw_alarms else set()
-        log.info("installed snapshot at index %d (term %d)", snap.meta.index, snap.meta.term)
+        took = time.perf_counter() - started
+        self.stats.snapshot_install_seconds.append(took)
+        events.snapshot_installed(self.core, snap.meta.index, snap.meta.term, took)
 
     def _maybe_snapshot(self) -> None:
         core = self.core
@@ -507,6 +531,7 @@ class RaftNode:
 
     async def _snapshot(self, index: int, view: Any) -> None:
         """Serialize the state at ``index`` off the loop, then compact the log behind it."""
+        started = time.perf_counter()
         try:
             data = await asyncio.to_thread(self.sm.dump, view)
             meta = self.core.create_snapshot(index)
@@ -523,20 +548,23 @@ class RaftNode:
                 self.storage.compact(batch, upto)
                 await asyncio.to_thread(batch.write)
             self.storage.purge_snapshots(keep=2)
-            log.info("snapshot at index %d, log compacted to %d", index, upto)
+            took = time.perf_counter() - started
+            self.stats.snapshot_save_seconds.append(took)
+            events.snapshot_saved(self.core, index, upto, took)
         finally:
             self._snapshotting = False
 
     def _note_leadership(self) -> None:
+        if self.core.role != self._last_role:
+            previous, self._last_role = self._last_role, self.core.role
+            events.role_changed(self.core, previous.value)
         lead = self.core.lead
         if lead != self._last_lead:
             was_leader = self._last_lead == self.member_id
             self._last_lead = lead
             if lead != NONE:
                 self.stats.leader_changes += 1
-            log.info(
-                "leader is now %s (term %d)", f"{lead:x}" if lead else "unknown", self.core.term
-            )
+            events.leader_changed(self.core, lead)
             if lead == self.member_id:
                 self.sm.on_leader(True)
             elif was_leader:

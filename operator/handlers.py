@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from . import metrics
 from .kube import Kube
 from .model import GROUP, PLURAL, VERSION
 from .reconcile import one_pass
@@ -38,6 +39,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     # Our Events say what happened; kopf's "handler succeeded" every tick would drown them.
     settings.posting.level = logging.WARNING
+    metrics.serve()
 
 
 # A pass that fails (the API server or every member briefly unreachable) is retried at the

@@ -76,7 +76,9 @@ class Kube:
         content_type: str = "application/json",
     ) -> Obj:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        token = self.cfg.get_api_key_with_prefix("authorization")
+        # The client's loaders keep a token (kubeconfig or service account) under
+        # "BearerToken"; older ones used "authorization", which the alias still finds.
+        token = self.cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         resp = self.session.request(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from . import act as a
 from . import plan as p
 from . import status
 from .kube import Kube, KubeError
+from .metrics import METRICS
 from .model import Spec
 from .observe import World, observe
 
@@ -49,6 +51,8 @@ def one_pass(kube: Kube, body: Mapping[str, Any]) -> p.Step | None:
 
 
 def _pass(kube: Kube, body: Mapping[str, Any]) -> p.Step:
+    began = time.monotonic()
+    acted: float | None = None
     spec = Spec.from_body(body)
     world = observe(kube, body)
     step = p.plan(spec, world.observed)
@@ -56,17 +60,23 @@ def _pass(kube: Kube, body: Mapping[str, Any]) -> p.Step:
     failure = None
     if not isinstance(step, _PASSIVE):
         log.info("%s/%s: %s: %s", spec.namespace, spec.name, step.reason, step.message)
+        act_began = time.monotonic()
         try:
             detail = _carry_out(kube, body, world, step)
         except (grpc.RpcError, KubeError, a.ActError) as exc:
             failure = _describe(exc)
             log.warning("%s/%s: %s failed: %s", spec.namespace, spec.name, step.reason, failure)
+        acted = time.monotonic() - act_began
     new = status.build(spec, world.observed, step, previous)
     kube.patch("raftclusters", spec.namespace, spec.name, {"status": new}, sub="status")
     for reason, message, warning in announcements(step, previous, new, failure):
         a.event(kube, body, reason, message, warning)
     if failure is None and not isinstance(step, _PASSIVE):
         _announced(kube, body, step, detail)
+    METRICS.record(
+        spec.namespace, spec.name, type(step).__name__, new, failure is not None,
+        time.monotonic() - began, acted,
+    )  # fmt: skip
     return step
 
 

@@ -946,6 +946,9 @@ class RaftCore:
             self.conf.outgoing,
             lambda mid: quorum.INFINITE if mid == me else acks.get(mid, 0),
         )
+        # No quorum confirms a round that has not started: a lone voter's "infinite" answer
+        # (echoes from learners land here) must not cover every round to come.
+        confirmed = min(confirmed, self.reads.round)
         lease = 0 if self._lease_forbidden else self.lease_ticks
         for pending in self.reads.confirm(confirmed, lease):
             self._release_read(pending.requester, pending.index, pending.contexts)

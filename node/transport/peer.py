@@ -169,6 +169,10 @@ class Transport:
         reports: list[Report] = self._reports.drain()
         return reports
 
+    def peer_counters(self) -> dict[int, tuple[int, int]]:
+        """Per peer: (bytes sent, messages dropped) by its current stream; for metrics."""
+        return {mid: (s.sent_bytes, s.dropped) for mid, s in self._peers.items()}
+
     def queued(self, member_id: int) -> int:
         """Messages waiting for ``member_id`` (for metrics and tests)."""
         stream = self._peers.get(member_id)

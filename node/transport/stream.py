@@ -87,6 +87,8 @@ class PeerStream:
         self._task = asyncio.get_running_loop().create_task(self._run())
         self.dropped = 0
         """Messages dropped so far (queue full or stream broken); for metrics and tests."""
+        self.sent_bytes = 0
+        """Bytes handed to the stream so far, as estimated when queued; for metrics."""
         self.connected = False
 
     @property
@@ -117,6 +119,7 @@ class PeerStream:
         batch = pb.MessageBatch(cluster_id=self._cluster_id, from_id=self._from_id)
         add = batch.messages.add
         if self._queued_bytes <= self._max_batch_bytes:
+            self.sent_bytes += self._queued_bytes
             for m, _ in q:
                 encode_into(m, add())
             q.clear()
@@ -128,6 +131,7 @@ class PeerStream:
             encode_into(m, add())
             size += n
         self._queued_bytes -= size
+        self.sent_bytes += size
         return batch
 
     def _drop_queue(self) -> None:

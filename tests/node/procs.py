@@ -200,7 +200,7 @@ class ProcessCluster:
         for m in among or self.members:
             if m.alive:
                 try:
-                    if m.metric("flotilla_server_is_leader") == 1.0:
+                    if m.metric("etcd_server_is_leader") == 1.0:
                         return m
                 except (OSError, KeyError):
                     continue

@@ -206,22 +206,20 @@ def test_metrics_and_probes(cluster3: ProcessCluster) -> None:
     code, text = leader.http("/metrics")
     assert code == 200
     for name in (
-        "flotilla_server_has_leader 1.0",
-        "flotilla_server_is_leader 1.0",
+        "etcd_server_has_leader 1.0",
+        "etcd_server_is_leader 1.0",
         "flotilla_server_term ",
-        "flotilla_server_commit_index ",
-        "flotilla_server_applied_index ",
-        "flotilla_server_proposals_committed_total ",
-        "flotilla_disk_wal_fsync_duration_seconds_bucket",
-        "flotilla_server_apply_duration_seconds_bucket",
+        "etcd_server_proposals_committed_total ",
+        "etcd_server_proposals_applied_total ",
+        "flotilla_server_requests_applied_total ",
+        "etcd_disk_wal_fsync_duration_seconds_bucket",
+        "etcd_server_apply_duration_seconds_bucket",
     ):
         assert name in text, f"{name!r} missing from /metrics"
     # Round trips appear once the leader has had heartbeats answered.
     wait_for(
         "heartbeat round trips in the leader's /metrics",
-        lambda: (
-            "flotilla_network_peer_round_trip_time_seconds_bucket" in leader.http("/metrics")[1]
-        ),
+        lambda: "etcd_network_peer_round_trip_time_seconds_bucket" in leader.http("/metrics")[1],
         timeout=5,
     )
     for m in cluster3.members:

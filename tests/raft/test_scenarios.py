@@ -422,3 +422,25 @@ def test_no_campaign_while_a_committed_configuration_change_is_unapplied() -> No
     term = follower.term
     follower.campaign()
     assert follower.role == Role.FOLLOWER and follower.term == term
+
+
+def test_reads_still_confirm_after_a_single_voter_grows() -> None:
+    # A single voter confirms reads alone; a learner's heartbeat echoes must not mark every
+    # future round confirmed, or reads hang once the learner becomes a voter.
+    c = Cluster(1, spares=1)
+    c.elect(1)
+    write(c, 1, b"w1")
+    c[1].propose_conf_change({1}, {2})
+    c.stabilize()
+    c.tick([1], n=2)  # heartbeats to the learner, echoed
+    c.stabilize()
+    c[1].propose_conf_change({1, 2})
+    c.stabilize()
+    assert c[1].conf.voters == {1, 2} and not c[1].conf.joint
+    c.read(1, b"after-growing")
+    c.read(2, b"follower-after-growing")
+    c.stabilize()
+    c.tick([1], n=2)
+    c.stabilize()
+    assert not c.members[1].waiting_reads, "the leader's read was never confirmed"
+    assert not c.members[2].waiting_reads, "the follower's read was never confirmed"

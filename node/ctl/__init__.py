@@ -1,0 +1,1 @@
+"""The ``flotilla`` operator's command line: status, members, leadership, backups, defrag."""
