@@ -172,7 +172,8 @@ class Load:
             f"--key-space={KEY_SPACE}",
             *args,
         ]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs * 6 + 60)
+        timeout = secs * 6 + 60 if "--workload=fill" not in args else 3600
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:
             raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -237,22 +238,25 @@ def workloads(load: Load) -> list[tuple[str, str, Callable[[Cluster], Result]]]:
 
 
 def fill(load: Load, cluster: Cluster, keys: int) -> float:
-    """Write ``keys`` distinct keys; returns the seconds it took."""
+    """Write ``keys`` distinct keys, 100 puts per transaction; returns the seconds it took.
+
+    Bulk transactions keep a million-key fill to minutes on every system; each key is
+    written once, so the store holds exactly ``keys`` live keys and one revision of each.
+    """
     t0 = time.monotonic()
-    load.run_count(
+    r = load.run_loadgen(
         cluster,
-        100,
-        10,
         [
-            "put",
-            f"--key-size={KEY_SIZE}",
-            f"--val-size={VAL_SIZE}",
-            f"--key-space-size={keys}",
-            "--sequential-keys",
+            "--workload=fill",
+            "--clients=16",
+            "--conns=4",
+            "--batch=100",
+            "--request-timeout=60s",
+            f"--key-space={keys}",
         ],
-        keys,
-        timeout=1800,
     )
+    if r["errors"] or r["ops"] != keys:
+        raise RuntimeError(f"fill wrote {r['ops']} of {keys} keys")
     return time.monotonic() - t0
 
 
@@ -307,14 +311,19 @@ def revision(endpoint: str) -> int:
     return int(status[0]["Status"]["header"]["revision"])
 
 
-def learner_catchup(cluster: Cluster, timeout: float = 120) -> Result:
+def learner_catchup(load: Load, cluster: Cluster, timeout: float = 120) -> Result:
     """Add a learner (MemberAdd isLearner), start it, time until it has the last revision.
 
-    Measured from the start of the new process: the data reaches it by snapshot and log
-    replication, whichever the leader chooses.
+    First 2.5 x snapshot-count single puts (on 1,000 keys), so that every system has taken
+    a snapshot and compacted its log since the fill: the learner then receives the whole
+    store as a snapshot, which is what this row measures, followed by the log's tail.
+    Measured from the start of the new process until its Status shows the leader's revision.
     """
     if not shutil.which(ETCDCTL):
         return {"error": "etcdctl not installed"}
+    churn = int(SNAPSHOT_COUNT * 2.5)
+    args = ["put", f"--key-size={KEY_SIZE}", f"--val-size={VAL_SIZE}", "--key-space-size=1000"]
+    load.run_count(cluster, 100, 10, args, churn, timeout=600)
     leader = cluster.wait_leader()
     target = revision(leader.endpoint)
     m = cluster.new_member("m4")
@@ -379,8 +388,16 @@ def profile(load: Load, cluster: Cluster, out_dir: Path) -> Result:
 # --- one system -------------------------------------------------------------------------
 
 
+PARTS = ("workloads", "profile", "fill", "learner", "failover")
+
+
 def measure(
-    label: str, cluster: Cluster, load: Load, fill_keys: int, profile_dir: Path | None = None
+    label: str,
+    cluster: Cluster,
+    load: Load,
+    fill_keys: int,
+    profile_dir: Path | None = None,
+    parts: frozenset[str] = frozenset(PARTS),
 ) -> Result:
     print(f"== {label}: starting 3 members under {cluster.root}", file=sys.stderr, flush=True)
     cluster.start()
@@ -399,7 +416,7 @@ def measure(
             check=True,
             timeout=60,
         )  # the key the read workloads read ("00000000" is the tool's key 0)
-        for wid, _desc, run in workloads(load):
+        for wid, _desc, run in workloads(load) if "workloads" in parts else []:
             print(f"   {label}: {wid}", file=sys.stderr, flush=True)
             try:
                 cpu0 = cluster.cpu_seconds()
@@ -414,25 +431,30 @@ def measure(
                 out["workloads"][wid] = r
             except Exception as exc:  # one failed workload must not lose the others
                 out["workloads"][wid] = {"error": str(exc)[-500:]}
-        if profile_dir is not None:
+        if profile_dir is not None and "profile" in parts:
             print(f"   {label}: profiling under write load", file=sys.stderr, flush=True)
             out["profile"] = profile(load, cluster, profile_dir)
-        print(f"   {label}: filling {fill_keys} keys", file=sys.stderr, flush=True)
-        out["fill_keys"] = fill_keys
-        out["fill_s"] = fill(load, cluster, fill_keys)
-        time.sleep(1.0)
-        out["rss_bytes"] = {m.name: m.rss_bytes() for m in cluster.members}
-        out["disk_bytes"] = {m.name: dir_size(m.data_dir) for m in cluster.members}
-        print(f"   {label}: learner catch-up", file=sys.stderr, flush=True)
-        try:
-            out["learner"] = learner_catchup(cluster)
-        except Exception as exc:
-            out["learner"] = {"error": str(exc)[-500:]}
-        print(f"   {label}: failover", file=sys.stderr, flush=True)
-        try:
-            out["failover"] = failover(load, cluster)
-        except Exception as exc:
-            out["failover"] = {"error": str(exc)[-500:]}
+        if "fill" in parts:
+            print(f"   {label}: filling {fill_keys} keys", file=sys.stderr, flush=True)
+            out["fill_keys"] = fill_keys
+            out["fill_s"] = fill(load, cluster, fill_keys)
+            time.sleep(1.0)
+            out["rss_bytes"] = {m.name: m.rss_bytes() for m in cluster.members}
+            out["disk_bytes"] = {m.name: dir_size(m.data_dir) for m in cluster.members}
+            print(f"   {label}: {out['fill_s']:.1f} s, RSS {out['rss_bytes']}", file=sys.stderr)
+        if "learner" in parts:
+            print(f"   {label}: learner catch-up", file=sys.stderr, flush=True)
+            try:
+                out["learner"] = learner_catchup(load, cluster)
+            except Exception as exc:
+                out["learner"] = {"error": str(exc)[-500:]}
+            print(f"   {label}: {out['learner']}", file=sys.stderr, flush=True)
+        if "failover" in parts:
+            print(f"   {label}: failover", file=sys.stderr, flush=True)
+            try:
+                out["failover"] = failover(load, cluster)
+            except Exception as exc:
+                out["failover"] = {"error": str(exc)[-500:]}
     finally:
         cluster.stop()
     return out
@@ -481,27 +503,30 @@ def markdown(report: Result) -> str:
         " ratio = Flotilla throughput ÷ etcd throughput (above 1: Flotilla faster).",
         "",
     ]
-    head = ["workload", *[f"{lab} ops/s" for lab in labels]]
-    head += [f"{lab} p50/p99" for lab in labels]
-    head += [f"{lab} CPU ms/op" for lab in labels]
-    head += [f"÷ {r['label']}" for r in refs]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + " --- |" * len(head))
     descs = {wid: desc for wid, desc, _ in workloads(Load(Path(), Path(), 0))}
-    for wid, desc in descs.items():
-        rows = [s["workloads"].get(wid) for s in systems]
-        cells = [f"{desc}", *[fmt_rate(r) for r in rows]]
-        for r in rows:
-            ok = r and "error" not in r
-            cells.append(f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}" if ok else "-")
-        for r in rows:
-            ok = r and "error" not in r and r.get("cpu_ms_per_op") is not None
-            cells.append(f"{r['cpu_ms_per_op']:.3f}" if ok else "-")
-        b = base["workloads"].get(wid) or {}
-        for ref in refs:
-            rr = ref["workloads"].get(wid) or {}
-            cells.append(ratio(b.get("throughput"), rr.get("throughput")))
-        lines.append("| " + " | ".join(cells) + " |")
+    ran = [wid for wid in descs if any(s["workloads"].get(wid) for s in systems)]
+    if ran:  # none with --parts without workloads
+        head = ["workload", *[f"{lab} ops/s" for lab in labels]]
+        head += [f"{lab} p50/p99" for lab in labels]
+        head += [f"{lab} CPU ms/op" for lab in labels]
+        head += [f"÷ {r['label']}" for r in refs]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + " --- |" * len(head))
+        for wid in ran:
+            desc = descs[wid]
+            rows = [s["workloads"].get(wid) for s in systems]
+            cells = [f"{desc}", *[fmt_rate(r) for r in rows]]
+            for r in rows:
+                ok = r and "error" not in r
+                cells.append(f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])}" if ok else "-")
+            for r in rows:
+                ok = r and "error" not in r and r.get("cpu_ms_per_op") is not None
+                cells.append(f"{r['cpu_ms_per_op']:.3f}" if ok else "-")
+            b = base["workloads"].get(wid) or {}
+            for ref in refs:
+                rr = ref["workloads"].get(wid) or {}
+                cells.append(ratio(b.get("throughput"), rr.get("throughput")))
+            lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "| measurement | " + " | ".join(labels) + " |",
@@ -525,7 +550,7 @@ def markdown(report: Result) -> str:
 
     row("leader failover: kill -9 leader under load → first successful write", fo)
     row(
-        f"fill {base.get('fill_keys', 0):,} distinct keys (100 clients), seconds",
+        f"fill {base.get('fill_keys', 0):,} distinct keys (100-put txns, 16 clients), seconds",
         lambda s: f"{s['fill_s']:.1f}",
     )
     row(
@@ -554,6 +579,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each workload")
     p.add_argument("--fill-keys", type=int, default=100_000, help="keys written before memory")
     p.add_argument("--systems", default="", help="comma-separated labels to run (default all)")
+    p.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default all: {','.join(PARTS)})",
+    )
     p.add_argument("--data-root", type=Path, default=CACHE / "data", help="member data dirs")
     p.add_argument(
         "--profile", action="store_true", help="py-spy profiles of Flotilla under write load"
@@ -584,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
             "etcd", args.data_root / f"etcd-{deb}", binary=DEBIAN_ETCD
         )
     wanted = [s for s in args.systems.split(",") if s] or list(makers)
+    parts = frozenset(x for x in args.parts.split(",") if x)
+    if parts - set(PARTS) or ("learner" in parts and "fill" not in parts):
+        p.error(f"--parts: choose from {','.join(PARTS)}; learner needs fill")
     systems = [
         measure(
             label,
@@ -591,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             load,
             args.fill_keys,
             args.out if args.profile and label == "flotilla" else None,
+            parts,
         )
         for label in wanted
     ]
@@ -610,11 +644,12 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [
             "All members, the load generator and the harness share this machine's cores, so"
             " absolute numbers are low and noisy; compare ratios within one run.",
-            f"Memory and disk are measured after {args.fill_keys:,} keys, not 1,000,000:"
-            " filling a million through Flotilla takes too long for a run measured in minutes.",
+            f"Memory and disk are measured after filling {args.fill_keys:,} keys through"
+            " transactions of 100 puts each (`loadgen --workload=fill`).",
             "Learner catch-up: MemberAdd (isLearner) through etcdctl, then a fourth member"
             " started with --initial-cluster-state existing; timed from its start until its"
-            " Status reports the leader's revision.",
+            " Status reports the leader's revision. Before it, 2.5 x snapshot-count single puts"
+            " make every system snapshot and compact its log, so the learner gets a snapshot.",
         ],
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from urllib.parse import urlsplit
 
 import grpc
@@ -274,11 +276,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flotilla-node: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(member.run())
+        event_loop_runner()(member.run())
     except WriteFailure as exc:
         print(f"flotilla-node: {exc}; stopped, start again once it can be written", file=sys.stderr)
         return 1
     return 0
+
+
+def event_loop_runner() -> Callable[[Coroutine[object, object, None]], None]:
+    """``uvloop.run`` when uvloop is installed, else ``asyncio.run``.
+
+    uvloop's C event loop costs less per wake-up than asyncio's Python one, and a member
+    wakes for every gRPC completion. ``FLOTILLA_EVENT_LOOP=asyncio`` forces the standard loop.
+    """
+    if os.environ.get("FLOTILLA_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run
+    return asyncio.run
 
 
 if __name__ == "__main__":

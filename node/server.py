@@ -277,10 +277,12 @@ class RaftNode:
         while not self._stopping:
             if self.removed_at is not None and self._removal_done():
                 return
-            timeout = max(0.0, next_tick - loop.time())
             if not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                # A timer that sets the event, rather than wait_for: wait_for wraps the wait
+                # in a new task every turn, and a member turns once per batch of messages.
+                timer = loop.call_at(next_tick, self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
             self._wake.clear()
             now = loop.time()
             while now >= next_tick:

@@ -1,5 +1,6 @@
 // Command loadgen drives the workloads that etcd's benchmark tool has no command for:
-// compare-and-put transactions, watch fan-out, and a steady writer for failover timing.
+// compare-and-put transactions, watch fan-out, a steady writer for failover timing, and a
+// bulk fill (many puts per transaction) for the memory and learner measurements.
 // Each run is bounded by --duration and prints one JSON object on stdout.
 package main
 
@@ -34,7 +35,7 @@ type result struct {
 }
 
 func main() {
-	workload := flag.String("workload", "txn", "txn | watch | writer")
+	workload := flag.String("workload", "txn", "txn | watch | writer | fill")
 	endpoints := flag.String("endpoints", "127.0.0.1:2379", "comma-separated client endpoints")
 	duration := flag.Duration("duration", 10*time.Second, "how long to run")
 	clients := flag.Int("clients", 1, "concurrent clients (txn, writer)")
@@ -45,6 +46,7 @@ func main() {
 	keySpace := flag.Int("key-space", 100000, "number of distinct keys")
 	valSize := flag.Int("val-size", 256, "value size in bytes")
 	timeout := flag.Duration("request-timeout", 2*time.Second, "timeout of one request")
+	batch := flag.Int("batch", 100, "puts per transaction (fill); etcd allows 128 by default")
 	flag.Parse()
 
 	eps := strings.Split(*endpoints, ",")
@@ -56,6 +58,8 @@ func main() {
 		r = runWatch(eps, *duration, *watchers, *streams, *putRate, *valSize)
 	case "writer":
 		r = runWriter(eps, *duration, *clients, *keySpace, *valSize, *timeout)
+	case "fill":
+		r = runFill(eps, *clients, *conns, *keySpace, *valSize, *batch, *timeout)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown workload", *workload)
 		os.Exit(2)
@@ -274,4 +278,49 @@ func runWriter(eps []string, d time.Duration, clients, keySpace, valSize int, ti
 	return result{Workload: "writer", Ops: ops.Load(), Errors: errs.Load(), Seconds: el,
 		Throughput: float64(ops.Load()) / el, MaxGapS: maxGap.Seconds(),
 		GapStart: unix(gapStart), GapEnd: unix(gapEnd)}
+}
+
+// runFill writes keys 0 .. keySpace-1 once each, batch puts per transaction, from clients
+// goroutines; it stops at the first error so a short fill is never mistaken for a full one.
+// Ops counts keys written.
+func runFill(eps []string, clients, conns, keySpace, valSize, batch int, timeout time.Duration) result {
+	cs := make([]*clientv3.Client, conns)
+	for i := range cs {
+		cs[i] = dial(eps)
+	}
+	val := strings.Repeat("v", valSize)
+	var next, ops, errs atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < clients; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c := cs[w%conns]
+			for errs.Load() == 0 {
+				first := int(next.Add(int64(batch))) - batch
+				if first >= keySpace {
+					return
+				}
+				last := min(first+batch, keySpace)
+				puts := make([]clientv3.Op, 0, last-first)
+				for i := first; i < last; i++ {
+					puts = append(puts, clientv3.OpPut(key(i), val))
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				_, err := c.Txn(ctx).Then(puts...).Commit()
+				cancel()
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "fill:", err)
+					errs.Add(1)
+					return
+				}
+				ops.Add(int64(len(puts)))
+			}
+		}(w)
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	return result{Workload: "fill", Ops: ops.Load(), Errors: errs.Load(), Seconds: el,
+		Throughput: float64(ops.Load()) / el}
 }

@@ -64,41 +64,49 @@ def write_chunks(
     yield bytes(buf)
 
 
-class _Reader:
-    """Reads exact byte counts from a stream while keeping a running CRC."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self.crc = 0
-
-    def take(self, n: int, *, checksum: bool = True) -> bytes:
-        data = self._stream.read(n)
-        if data is None or len(data) != n:
-            raise CorruptDataError("snapshot is truncated")
-        if checksum:
-            self.crc = zlib.crc32(data, self.crc)
-        return data
-
-
 def read(stream: BinaryIO) -> tuple[Header, list[tuple[bytes, bytes]]]:
     """Parse and verify a whole snapshot; raise CorruptDataError if anything is off."""
-    r = _Reader(stream)
-    if r.take(len(MAGIC)) != MAGIC:
+    return parse(stream.read())
+
+
+def parse(data: bytes) -> tuple[Header, list[tuple[bytes, bytes]]]:
+    """Parse and verify a whole snapshot held in memory (see :func:`read`).
+
+    One CRC over the whole buffer and offsets read with ``unpack_from``: a learner restores
+    a snapshot of 100,000 records in a fraction of the time record-by-record reads take.
+    """
+    end = len(data) - _LEN.size
+    if end < len(MAGIC) + _HEAD.size + len(TRAILER):
+        raise CorruptDataError("snapshot is truncated")
+    if data[: len(MAGIC)] != MAGIC:
         raise CorruptDataError("not a store snapshot")
-    version, revision, compacted, count = _HEAD.unpack(r.take(_HEAD.size))
+    version, revision, compacted, count = _HEAD.unpack_from(data, len(MAGIC))
     if version != VERSION:
         raise CorruptDataError(f"unsupported snapshot version {version}")
-    records = []
+    # Framing before the checksum, so a truncated stream is reported as truncated.
+    pos = len(MAGIC) + _HEAD.size
+    body_end = end - len(TRAILER)
+    records: list[tuple[bytes, bytes]] = []
+    append = records.append
+    unpack_len = _LEN.unpack_from
     for _ in range(count):
-        rk = r.take(_REV_KEY_LEN)
-        (length,) = _LEN.unpack(r.take(_LEN.size))
-        records.append((rk, r.take(length)))
-    if r.take(len(TRAILER)) != TRAILER:
-        raise CorruptDataError("snapshot trailer is missing")
-    want = r.crc
-    (got,) = _LEN.unpack(r.take(_LEN.size, checksum=False))
-    if got != want:
-        raise CorruptDataError("snapshot fails its checksum")
-    if stream.read(1):
+        value_at = pos + _REV_KEY_LEN + _LEN.size
+        if value_at > body_end:
+            raise CorruptDataError("snapshot is truncated")
+        (length,) = unpack_len(data, pos + _REV_KEY_LEN)
+        value_end = value_at + length
+        if value_end > body_end:
+            raise CorruptDataError("snapshot is truncated")
+        append((data[pos : pos + _REV_KEY_LEN], data[value_at:value_end]))
+        pos = value_end
+    if pos != body_end:
+        # Either records are missing from the end or bytes follow the trailer.
+        if data[pos : pos + len(TRAILER)] != TRAILER:
+            raise CorruptDataError("snapshot trailer is missing")
         raise CorruptDataError("snapshot has trailing data")
+    if data[body_end:end] != TRAILER:
+        raise CorruptDataError("snapshot trailer is missing")
+    (got,) = _LEN.unpack_from(data, end)
+    if got != zlib.crc32(memoryview(data)[:end]):
+        raise CorruptDataError("snapshot fails its checksum")
     return Header(revision, compacted, count), records

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flotilla.node")
 
-STATE_PREFIXES = (b"ls/", b"c/")
+LEASE_PREFIX = b"ls/"
+STATE_PREFIXES = (LEASE_PREFIX, b"c/")
 _LEN = struct.Struct(">Q")
 HOUSEKEEPING_SECONDS = 0.1
 
@@ -54,7 +55,9 @@ class KvStateMachine:
         self.db = db
         self.cfg = cfg
         self.store = MvccStore(db)
-        self.lessor = Lessor(db, self.store, min_ttl=min_ttl_for(cfg.election_timeout_ms / 1000))
+        self.lessor = Lessor(
+            db, self.store, prefix=LEASE_PREFIX, min_ttl=min_ttl_for(cfg.election_timeout_ms / 1000)
+        )
         self.applier = Applier(self.store, self.lessor)
         self.watch_hub = WatchHub(self.store)
         self.store.events_prev_kv = self.watch_hub.needs_prev_kv
@@ -110,16 +113,16 @@ class KvStateMachine:
         batch = self.db.write_batch(sync=True)
         self.store.restore(io.BytesIO(store_part), batch)
         for prefix in STATE_PREFIXES:
-            if prefix != b"ls/":
+            if prefix != LEASE_PREFIX:
                 for key in self.db.iterator(prefix=prefix, include_value=False):
                     batch.delete(key)
-        # The snapshot holds the records under their full keys; the lessor wants them
-        # without its prefix (it used to get "ls/ls/..." and refuse every snapshot with a
-        # lease in it as corrupt, so a member catching up by snapshot crashed).
-        leases = [(k[len(b"ls/") :], v) for k, v in records if k.startswith(b"ls/")]
+        # The snapshot holds the records under their full keys; the lessor takes them without
+        # its prefix, as ``Lessor.records`` gives them (it used to get "ls/ls/..." and refuse
+        # every snapshot with a lease in it as corrupt, so a member catching up crashed).
+        leases = [(k[len(LEASE_PREFIX) :], v) for k, v in records if k.startswith(LEASE_PREFIX)]
         self.lessor.restore(leases, batch)
         for k, v in records:
-            if not k.startswith(b"ls/"):
+            if not k.startswith(LEASE_PREFIX):
                 batch.put(k, v)
         for k, v in extra:
             batch.put(k, v)

@@ -197,12 +197,13 @@ class MvccStore:
             tombstone, kv = codec.decode_kv(rk, value)
             if kv.mod_revision != main:
                 raise CorruptDataError(f"record {rk!r} holds revision {kv.mod_revision}")
-            ki = index.get_or_create(kv.key)
+            ki = index.get_or_create_unordered(kv.key)
             if tombstone:
                 ki.tombstone(main, sub)
             else:
                 ki.put(main, sub, kv.create_revision, kv.version, kv.lease)
             last = main
+        index.reorder()
         for key, ki in index.all_items():
             if ki.live and ki.lease:
                 self._leases.setdefault(ki.lease, set()).add(key)
@@ -830,7 +831,7 @@ class MvccStore:
         own checksum) before anything changes; a damaged snapshot raises CorruptDataError and
         leaves the store as it was. The replacement is written into ``batch``.
         """
-        header, records = snapshot.read(stream)
+        header, records = snapshot.parse(stream.read())
         index = TreeIndex()
         leases: dict[int, set[bytes]] = {}
         last = 0
@@ -843,7 +844,7 @@ class MvccStore:
             tombstone, kv = codec.decode_kv(rk, value)
             if kv.mod_revision != main:
                 raise CorruptDataError(f"snapshot record {rk!r} holds revision {kv.mod_revision}")
-            ki = index.get_or_create(kv.key)
+            ki = index.get_or_create_unordered(kv.key)
             if tombstone:
                 ki.tombstone(main, sub)
             else:
@@ -851,6 +852,7 @@ class MvccStore:
             last = main
         if last > header.revision or header.compacted > header.revision:
             raise CorruptDataError("snapshot header does not match its records")
+        index.reorder()
         for key, ki in index.all_items():
             if ki.live and ki.lease:
                 leases.setdefault(ki.lease, set()).add(key)

@@ -32,7 +32,7 @@ from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
 from flotilla.node.transport.reports import Report, Reports
 from flotilla.node.transport.service import RaftPeerService
-from flotilla.node.transport.stream import PeerStream, open_channel
+from flotilla.node.transport.stream import BACKOFF, PeerStream, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Transport:
         max_queue_bytes: int = 32 << 20,
         snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
         snapshot_timeout: float = 600.0,
-        backoff: tuple[float, float] = (0.05, 0.5),
+        backoff: tuple[float, float] = BACKOFF,
         tls: TlsMaterial | None = None,
     ) -> None:
         """``on_report`` is called whenever a report is queued, e.g. to wake the driver.

@@ -67,3 +67,28 @@ def test_markdown_has_ratios_errors_and_failed_measurements() -> None:
     assert "failed: not caught up after 120s" in md
     assert "1.25 s" in md
     assert "- a note" in md
+
+
+def test_markdown_leaves_out_what_no_system_ran() -> None:
+    """--parts: a workload no system ran has no row; no workloads at all, no table."""
+    one = system("flotilla", 100.0)
+    del one["workloads"]["put-1"]  # type: ignore[attr-defined]
+    md = markdown(
+        {"date": "d", "machine": "m", "seconds": 1.0, "quick": False, "systems": [one], "notes": []}
+    )
+    assert "| writes, 1 client |" not in md
+    assert "| writes, 100 clients / 10 conns | 100 |" in md
+
+    fill_only = system("flotilla", 100.0, workloads={})
+    md = markdown(
+        {
+            "date": "d",
+            "machine": "m",
+            "seconds": 1.0,
+            "quick": False,
+            "systems": [fill_only],
+            "notes": [],
+        }
+    )
+    assert "| workload |" not in md
+    assert "| resident memory per member after the fill, MiB (max of 3) | 1 |" in md

@@ -81,8 +81,14 @@ class MiniNode:
         next_tick = loop.time()
         core = self.core
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), max(0.0, next_tick - loop.time()))
+            # A timer rather than wait_for: on Python 3.11 wait_for can swallow a cancel
+            # that arrives as the wait completes, and stop() then waited for this task until
+            # the test's own timeout cancelled the test body.
+            timer = loop.call_at(next_tick, self.wake.set)
+            try:
+                await self.wake.wait()
+            finally:
+                timer.cancel()
             self.wake.clear()
             inbox, self.inbox = self.inbox, []
             for m in inbox:
