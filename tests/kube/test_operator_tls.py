@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.kube.kubectl import apply, get, get_or_none, pod_ready, wait_for
-from tests.kube.test_operator import crd, etcdctl, operated  # noqa: F401 - fixtures
+from tests.kube.test_operator import etcdctl, operated, operator  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.kube
 
