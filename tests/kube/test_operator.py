@@ -193,7 +193,9 @@ def converged(ns: str, replicas: int) -> Obj | None:
 def events(ns: str) -> list[tuple[str, str]]:
     out = get("events", None, ns)["items"]
     mine = [e for e in out if e["involvedObject"].get("kind") == "RaftCluster"]
-    mine.sort(key=lambda e: e["metadata"]["creationTimestamp"])
+    # Creation order: timestamps have whole seconds, and a step's events often share one;
+    # the operator only ever creates events, so their resource versions give the order.
+    mine.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
     return [(e["reason"], e["message"]) for e in mine]
 
 

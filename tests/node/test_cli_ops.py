@@ -85,6 +85,9 @@ def test_status_watch_redraws_in_place_until_interrupted(cluster: ProcessCluster
          f"--endpoints={cluster.endpoints}"],
         stdout=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background (as CI may) ignores
+        # SIGINT, and children inherit that, so the Ctrl-C below would go unheard.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     seen: list[str] = []
