@@ -31,6 +31,7 @@ POINTS = (
     "raft.after_log_write",
     "raft.before_apply",
     "raft.after_apply",
+    "snapshot.after_dump",
     "snapshot.before_save",
     "snapshot.after_save",
     "snapshot.before_install",

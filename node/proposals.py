@@ -2,7 +2,7 @@
 
 Both are batched per loop turn: every proposal that arrived since the last turn goes into one
 ``RaftCore.propose`` call (one log append, one fsync, one message per follower), and every
-read waiting at the start of a turn shares one ReadIndex request.
+read waiting when a ReadIndex round starts shares that round (one round at a time).
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ class Waiters:
     proposals: dict[bytes, PendingProposal] = field(default_factory=dict)
     reads_queued: list[asyncio.Future[None]] = field(default_factory=list)
     reads: dict[bytes, tuple[float, list[asyncio.Future[None]]]] = field(default_factory=dict)
+    """Rounds in flight: context → (deadline, the reads it carries)."""
+    read_timeout: float = 5.0
+    """Seconds a read waits for its round before it fails (the deadline in ``reads``)."""
 
     def new_request_id(self) -> bytes:
         return struct.pack(">QQ", self.member_id, next(self._seq))
@@ -81,6 +84,20 @@ class Waiters:
                 if not fut.done():
                     fut.set_exception(exc)
         return len(expired)
+
+    def read_round_due(self, now: float, retry: float) -> bool:
+        """Whether to start a ReadIndex round for the queued reads now.
+
+        One round at a time, as etcd's read loop does: reads that arrive while a round is
+        out wait for the next one, which starts when it returns, so under load every round
+        carries many reads instead of each turn paying a round of heartbeats for a few.
+        A round can be lost (a leader change drops a forwarded ReadIndex), so after
+        ``retry`` seconds without an answer the next one starts anyway.
+        """
+        if not self.reads_queued:
+            return False
+        started = max((d for d, _ in self.reads.values()), default=None)
+        return started is None or now - (started - self.read_timeout) >= retry
 
     def release_reads(self, contexts: tuple[bytes, ...]) -> None:
         for ctx in contexts:

@@ -59,6 +59,8 @@ NOSPACE = 1
 APPLIED_KEY = b"a/applied"
 MEMBERS_KEY = b"c/members"
 PROPOSAL_TIMEOUT = 5.0
+READ_RETRY = 0.5
+"""Seconds before a ReadIndex round that has not come back is joined by another (etcd: 500 ms)."""
 
 
 class NodeUnavailable(Exception):
@@ -108,7 +110,7 @@ class RaftNode:
         self.sm = state_machine
         self.member_id = cfg.member_id
         self.cluster_id = cfg.cluster_id
-        self.waiters = Waiters(cfg.member_id)
+        self.waiters = Waiters(cfg.member_id, read_timeout=PROPOSAL_TIMEOUT)
         self.inbox: list[Message] = []
         self.stats = Stats()
         self.members: dict[int, Member] = {}
@@ -120,6 +122,9 @@ class RaftNode:
         self._read_seq = 0
         self._tick_seconds = cfg.heartbeat_interval_ms / 1000.0
         self._snapshotting = False
+        # Held while a snapshot is saved and recorded, taken here or received from the
+        # leader: the two write the same files and the same log record, and must not cross.
+        self._snapshot_lock = asyncio.Lock()
         self._failure: WriteFailure | None = None
         self._commands: list[tuple[Callable[[RaftCore], object], asyncio.Future[object]]] = []
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -331,26 +336,40 @@ class RaftNode:
                 self.stats.proposals_failed += len(batch)
                 for p in batch:
                     self.waiters.resolve(p.request_id, NodeUnavailable(f"etcdserver: {exc}"))
-        if self.waiters.reads_queued:
-            self._read_seq += 1
-            ctx = struct.pack(">QQ", self.member_id, self._read_seq)
-            futs, self.waiters.reads_queued = self.waiters.reads_queued, []
-            try:
-                core.read_index(ctx)
-                self.waiters.reads[ctx] = (time.monotonic() + PROPOSAL_TIMEOUT, futs)
-            except ProposalDropped:
-                for read in futs:
-                    if not read.done():
-                        read.set_exception(NodeUnavailable("etcdserver: no leader"))
+        self._maybe_start_read_round()
         while core.has_ready():
             await self._handle_ready(core.ready())
+        if self.waiters.reads_queued and not self.waiters.reads:
+            self._wake.set()  # a round came back with reads waiting: the next one at once
         self._note_leadership()
         self._maybe_publish()
         self.stats.proposals_failed += self.waiters.expire(
             time.monotonic(), NodeUnavailable("etcdserver: request timed out")
         )
 
+    def _maybe_start_read_round(self) -> None:
+        now = time.monotonic()
+        if not self.waiters.read_round_due(now, READ_RETRY):
+            return
+        self._read_seq += 1
+        ctx = struct.pack(">QQ", self.member_id, self._read_seq)
+        futs, self.waiters.reads_queued = self.waiters.reads_queued, []
+        try:
+            self.core.read_index(ctx)
+            self.waiters.reads[ctx] = (now + PROPOSAL_TIMEOUT, futs)
+        except ProposalDropped:
+            for read in futs:
+                if not read.done():
+                    read.set_exception(NodeUnavailable("etcdserver: no leader"))
+
     async def _handle_ready(self, rd: Ready) -> None:
+        if rd.snapshot is None:
+            await self._persist_and_apply(rd)
+        else:
+            async with self._snapshot_lock:
+                await self._persist_and_apply(rd)
+
+    async def _persist_and_apply(self, rd: Ready) -> None:
         if rd.messages:
             self._note_heartbeats(rd.messages)
             self.transport.send(rd.messages)
@@ -582,25 +601,16 @@ class RaftNode:
         """Serialize the state at ``index`` off the loop, then compact the log behind it."""
         started = time.perf_counter()
         try:
-            data = await asyncio.to_thread(self.sm.dump, view)
-            meta = self.core.create_snapshot(index)
-            failpoints.hit("snapshot.before_save")
-            await asyncio.to_thread(self.storage.save_snapshot, meta, data)
-            batch = self.db.write_batch(sync=True)
-            self.storage.record_snapshot(batch, meta)
-            await asyncio.to_thread(batch.write)
-            failpoints.hit("snapshot.after_save")
-            # Keep some entries behind the snapshot so slightly slow followers need no snapshot.
-            keep = min(5000, self.cfg.snapshot_count)
-            upto = max(self.core.log.offset, index - keep)
-            if upto > self.core.log.offset:
-                self.core.compact(upto)
-                batch = self.db.write_batch()
-                self.storage.compact(batch, upto)
-                failpoints.hit("raftlog.before_compact")
-                await asyncio.to_thread(batch.write)
-                failpoints.hit("raftlog.after_compact")
-            self.storage.purge_snapshots(keep=2)
+            data = await asyncio.to_thread(self._dump, view)
+            async with self._snapshot_lock:
+                if index <= self.core.log.snapshot.index:
+                    # A snapshot from the leader was installed while this one was dumped:
+                    # the dump is of an older state, and saving it under the newer
+                    # snapshot's name (or record) would replace the installed state.
+                    log.info("snapshot at %d abandoned: snapshot %d installed meanwhile",
+                             index, self.core.log.snapshot.index)  # fmt: skip
+                    return
+                upto = await self._save_snapshot(index, data)
             took = time.perf_counter() - started
             self.stats.snapshot_save_seconds.append(took)
             events.snapshot_saved(self.core, index, upto, took)
@@ -610,6 +620,35 @@ class RaftNode:
             self._wake.set()
         finally:
             self._snapshotting = False
+
+    def _dump(self, view: Any) -> bytes:
+        """The state machine's snapshot (in a worker thread: the loop goes on meanwhile)."""
+        data: bytes = self.sm.dump(view)
+        failpoints.hit("snapshot.after_dump")
+        return data
+
+    async def _save_snapshot(self, index: int, data: bytes) -> int:
+        """Save and record the snapshot at ``index``, compact the log behind it; returns
+        the index the log was compacted to."""
+        meta = self.core.create_snapshot(index)
+        failpoints.hit("snapshot.before_save")
+        await asyncio.to_thread(self.storage.save_snapshot, meta, data)
+        batch = self.db.write_batch(sync=True)
+        self.storage.record_snapshot(batch, meta)
+        await asyncio.to_thread(batch.write)
+        failpoints.hit("snapshot.after_save")
+        # Keep some entries behind the snapshot so slightly slow followers need no snapshot.
+        keep = min(5000, self.cfg.snapshot_count)
+        upto = max(self.core.log.offset, index - keep)
+        if upto > self.core.log.offset:
+            self.core.compact(upto)
+            batch = self.db.write_batch()
+            self.storage.compact(batch, upto)
+            failpoints.hit("raftlog.before_compact")
+            await asyncio.to_thread(batch.write)
+            failpoints.hit("raftlog.after_compact")
+        self.storage.purge_snapshots(keep=2)
+        return upto
 
     def _note_leadership(self) -> None:
         if self.core.role != self._last_role:

@@ -238,6 +238,16 @@ def test_sample_cluster_comes_up_with_a_leader(operated: str, etcdctl_installed:
     reasons = [r for r, _ in events(ns)]
     assert reasons[0] == "CreatingResources" and "Reconciled" in reasons
 
+    # `flotilla status` finds the members through the kubeconfig, by the cluster's name.
+    out = subprocess.run(
+        [sys.executable, "-m", "flotilla.node.cli", "status", f"--cluster={NAME}", "-n", ns,
+         f"--kubeconfig={os.environ['KUBECONFIG']}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "cluster OK" in out.stdout and "3/3 voters healthy" in out.stdout, out.stdout
+    assert f"leader {leader}" in out.stdout, out.stdout
+
 
 def budget(ns: str) -> int:
     """``minAvailable`` of the cluster's PodDisruptionBudget."""
