@@ -579,7 +579,9 @@ class WatchHub:
                 stream.queue.append((w, mine, upto))
                 stream.pending += 1
                 w.sent = True
-            w.next_rev = upto + 1
+            # Never below where it was: a watcher with a future start revision (beyond a store
+            # just restored from an older snapshot) reads nothing here and keeps its start.
+            w.next_rev = max(w.next_rev, upto + 1)
             if complete:
                 self._sync(w)
         if stream.progress_all_pending and not stream.unsynced:

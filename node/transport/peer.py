@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -219,7 +220,18 @@ class Transport:
             chunks = snapshot.chunks(
                 self.cluster_id, self.member_id, header, data, self._chunk_size
             )
-            await stream.stub.SendSnapshot(chunks, timeout=self._snapshot_timeout)
+            # Bounded by its size (30 s plus a second per MiB), not only by the configured
+            # ceiling: a transfer stuck on a link that died under it would otherwise hold
+            # the one slot this peer has for a snapshot, and every retry the leader makes
+            # meanwhile is dropped, leaving the member behind for as long.
+            timeout = min(self._snapshot_timeout, 30.0 + len(data) / (1 << 20))
+            log.info("sending snapshot %d (%d bytes) to member %x", meta.index, len(data), m.to)
+            started = time.monotonic()
+            await stream.stub.SendSnapshot(chunks, timeout=timeout)
+            log.info(
+                "sent snapshot %d to member %x in %.1fs",
+                meta.index, m.to, time.monotonic() - started,
+            )  # fmt: skip
             ok = True
         except asyncio.CancelledError:
             raise

@@ -334,6 +334,38 @@ def test_watchers_replay_history_after_a_snapshot_restore(m: Machine, tmp_path) 
         src.close()
 
 
+def test_a_future_start_revision_survives_a_restore_to_an_older_snapshot(
+    m: Machine, tmp_path
+) -> None:
+    # A member behind takes a watch from a revision it has not reached, then installs a
+    # snapshot still below it: the watch must not start early. It used to restart from
+    # the snapshot's revision and deliver events from before its start (found by the fault
+    # tests: a resumed watch replayed events the client had already seen).
+    base = m.store.revision
+    hub = WatchHub(m.store)
+    s = hub.open_stream()
+    create(s, b"k", start_revision=base + 5)
+    drain(s)
+    src = Machine(tmp_path / "src")
+    try:
+        for i in range(2):
+            src.apply(put(b"k", str(i).encode()))
+        snap = io.BytesIO()
+        src.store.snapshot(snap)
+        snap.seek(0)
+    finally:
+        src.close()
+    batch = m.db.write_batch()
+    m.store.restore(snap, batch)
+    batch.write()
+    m.store.batch_written()
+    hub.restored()
+    assert m.store.revision == base + 2
+    assert events(drain(s)) == []
+    apply(m, hub, put(b"k"), put(b"k"), put(b"k"), put(b"k"))
+    assert events(drain(s)) == [(PUT, b"k", base + 5), (PUT, b"k", base + 6)]
+
+
 def test_watchers_that_lag_together_share_history_reads(m: Machine) -> None:
     hub = WatchHub(m.store, max_pending=100)
     base = m.store.revision
