@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ class Machine:
     def one(self, req: Any) -> Any:
         ((_, result),) = self.apply(req).results
         return result
+
+    def install_snapshot_of(self, src: Machine) -> None:
+        """Replace this store with a snapshot of ``src``'s, as a member installing one does."""
+        snap = io.BytesIO()
+        src.store.snapshot(snap)
+        snap.seek(0)
+        batch = self.db.write_batch()
+        self.store.restore(snap, batch)
+        batch.write()
+        self.store.batch_written()
 
     def reopen(self) -> None:
         self.db.close()

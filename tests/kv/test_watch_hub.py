@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
@@ -319,13 +318,7 @@ def test_watchers_replay_history_after_a_snapshot_restore(m: Machine, tmp_path) 
         for i in range(2):
             apply(m, hub, put(b"k", str(i).encode()))
         assert events(drain(s)) == [(PUT, b"k", base + 1), (PUT, b"k", base + 2)]
-        snap = io.BytesIO()
-        src.store.snapshot(snap)
-        snap.seek(0)
-        batch = m.db.write_batch()
-        m.store.restore(snap, batch)
-        batch.write()
-        m.store.batch_written()
+        m.install_snapshot_of(src)
         hub.restored()
         assert events(drain(s)) == [(PUT, b"k", base + r) for r in (3, 4, 5, 6)]
         apply(m, hub, put(b"k"))
@@ -350,15 +343,9 @@ def test_a_future_start_revision_survives_a_restore_to_an_older_snapshot(
     try:
         for i in range(2):
             src.apply(put(b"k", str(i).encode()))
-        snap = io.BytesIO()
-        src.store.snapshot(snap)
-        snap.seek(0)
+        m.install_snapshot_of(src)
     finally:
         src.close()
-    batch = m.db.write_batch()
-    m.store.restore(snap, batch)
-    batch.write()
-    m.store.batch_written()
     hub.restored()
     assert m.store.revision == base + 2
     assert events(drain(s)) == []

@@ -9,7 +9,6 @@ event before it, none twice, none missing, in revision order.
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 
@@ -56,13 +55,7 @@ def test_every_watcher_sees_the_history_from_its_start(tmp_path: Path, seed: int
                 del behind[:k]
                 hub.notify(out.events, out.revision)
             elif r < 0.5 and behind:  # ... or installs the leader's snapshot
-                snap = io.BytesIO()
-                leader.store.snapshot(snap)
-                snap.seek(0)
-                batch = member.db.write_batch()
-                member.store.restore(snap, batch)
-                batch.write()
-                member.store.batch_written()
+                member.install_snapshot_of(leader)
                 hub.restored()
                 behind.clear()
             elif r < 0.62:

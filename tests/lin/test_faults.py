@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..node.netns import NetnsCluster, netns_available
+from ..node.netns import NetnsCluster, netns_available, running
 from .nemesis import MEMBERSHIP, NETWORK, PROCESS
 from .run import run
 
@@ -28,17 +28,7 @@ SEED = int(os.environ.get("FLOTILLA_FAULTS_SEED", random.randrange(1 << 30)))
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
     c = NetnsCluster(tmp_path, 3, extra_flags=["--snapshot-count=300"])
-    c.setup_network()
-    try:
-        c.start()
-        c.wait_healthy()
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
-        c.teardown_network()
+    yield from running(c)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from .procs import Proc, ProcessCluster
@@ -180,3 +181,19 @@ class NetnsCluster(ProcessCluster):
         for ns in getattr(self, "namespaces", []):  # also of members removed meanwhile
             sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
+
+
+def running(c: NetnsCluster) -> Iterator[NetnsCluster]:
+    """Set up ``c``'s network, start it healthy, yield it; its logs on a failure, and
+    everything stopped and torn down afterwards (the body of a test fixture)."""
+    c.setup_network()
+    try:
+        c.start()
+        c.wait_healthy()
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+        c.teardown_network()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .netns import NetnsCluster, netns_available
+from .netns import NetnsCluster, netns_available, running
 from .procs import etcdctl, wait_for
 
 pytestmark = [
@@ -19,17 +19,7 @@ pytestmark = [
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
     c = NetnsCluster(tmp_path, 3)
-    c.setup_network()
-    try:
-        c.start()
-        c.wait_healthy()
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
-        c.teardown_network()
+    yield from running(c)
 
 
 def test_minority_member_can_neither_write_nor_read_linearizably(cluster: NetnsCluster) -> None:

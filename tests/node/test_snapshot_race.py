@@ -19,7 +19,7 @@ import pytest
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.api.etcdpb import rpc_pb2_grpc as rpc
 
-from .netns import NetnsCluster, netns_available
+from .netns import NetnsCluster, netns_available, running
 from .procs import Proc, wait_for
 from .test_cli_ops import flotilla
 
@@ -36,17 +36,7 @@ DUMP_STALL_MS = 10_000  # the follower's dump: long enough to install the leader
 def cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
     c = NetnsCluster(tmp_path, 3, extra_flags=[f"--snapshot-count={SNAPSHOT_COUNT}"])
     c.members[2].env = {"FLOTILLA_FAILPOINTS": f"snapshot.after_dump=sleep:ms={DUMP_STALL_MS}"}
-    c.setup_network()
-    try:
-        c.start()
-        c.wait_healthy()
-        yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
-        c.teardown_network()
+    yield from running(c)
 
 
 def put_many(endpoint: str, first: int, n: int) -> None:
