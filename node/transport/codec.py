@@ -8,11 +8,20 @@ field's ``add`` and enums are looked up in tables, not called.
 
 Snapshot data never travels in a ``RaftMessage``: only the metadata does, the data is streamed
 in chunks (see ``snapshot``).
+
+A batch of messages travels sealed: serialized once into ``MessageBatch.payload`` with a CRC-32
+beside it, and checked before it is parsed (``seal`` and ``open_batch``). Serializing the inner
+messages ourselves costs what gRPC would otherwise have spent on them, plus one pass of zlib's
+CRC over the bytes.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from typing import Final
+
+from google.protobuf.message import DecodeError
 
 from flotilla.node.raft.types import (
     ConfState,
@@ -31,6 +40,10 @@ _ENTRY_TYPES: Final = tuple(EntryType)
 
 class CodecError(ValueError):
     """A wire message that does not describe a valid Raft message."""
+
+
+class ChecksumError(CodecError):
+    """A batch whose bytes are not the ones its sender checksummed: damaged on the way."""
 
 
 def meta_into(meta: SnapshotMeta, out: pb.SnapshotMeta) -> None:
@@ -111,3 +124,31 @@ def from_pb(p: pb.RaftMessage) -> Message:
         context=p.context,
         reads=tuple(p.reads),
     )
+
+
+def seal(cluster_id: int, from_id: int, messages: Iterable[Message]) -> pb.MessageBatch:
+    """One batch carrying ``messages``, serialized and checksummed."""
+    inner = pb.RaftMessages()
+    add = inner.messages.add
+    for m in messages:
+        encode_into(m, add())
+    payload = inner.SerializeToString()
+    return pb.MessageBatch(
+        cluster_id=cluster_id, from_id=from_id, payload=payload, crc=zlib.crc32(payload)
+    )
+
+
+def open_batch(batch: pb.MessageBatch) -> list[Message]:
+    """The messages of a sealed batch; ``ChecksumError`` if it was damaged on the way."""
+    payload = batch.payload
+    got = zlib.crc32(payload)
+    if got != batch.crc:
+        raise ChecksumError(
+            f"batch of {len(payload)} bytes from member {batch.from_id:x}: checksum "
+            f"{got:08x} does not match the sender's {batch.crc:08x}, batch discarded"
+        )
+    try:
+        inner = pb.RaftMessages.FromString(payload)
+    except DecodeError as exc:
+        raise CodecError(f"batch from member {batch.from_id:x} does not parse: {exc}") from exc
+    return [from_pb(p) for p in inner.messages]

@@ -1,9 +1,10 @@
 """The receiving side of the member-to-member protocol: the RaftPeer gRPC service.
 
-Batches are decoded and handed to the node in the order they arrived; the node's callback
-is synchronous and cheap (it queues the message for the driver's next turn), so a batch is
-delivered without yielding to the event loop in between. Anything from another cluster is
-refused before a single message is delivered.
+Batches are checked against their checksum, decoded and handed to the node in the order they
+arrived; the node's callback is synchronous and cheap (it queues the message for the driver's
+next turn), so a batch is delivered without yielding to the event loop in between. Anything
+from another cluster, and any batch damaged on the way, is refused before a single message of
+it is delivered.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import grpc
 
 from flotilla.node.raft.types import Message
 from flotilla.node.transport import snapshot
-from flotilla.node.transport.codec import CodecError, from_pb
+from flotilla.node.transport.codec import ChecksumError, CodecError, open_batch
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
 
@@ -57,7 +58,12 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
             if refusal is not None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
             try:
-                messages = [from_pb(p) for p in batch.messages]
+                messages = open_batch(batch)
+            except ChecksumError as exc:
+                # The stream is ended, not just the batch skipped: Raft cannot take the next
+                # batch without this one, and the sender reconnects and retransmits.
+                log.warning("refused a batch: %s", exc)
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
             except CodecError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             for m in messages:

@@ -1,9 +1,9 @@
 """PeerStream: everything one member sends to one peer, over one long-lived gRPC stream.
 
 Messages wait in a bounded queue; one task drains it, writing everything queued as one
-``MessageBatch`` per wake-up, so a driver turn that produces many messages for a peer costs
-one gRPC write. While a write is in flight new messages gather for the next batch: the slower
-the link, the bigger the batches.
+sealed ``MessageBatch`` (checksummed, see ``codec.seal``) per wake-up, so a driver turn that
+produces many messages for a peer costs one gRPC write. While a write is in flight new
+messages gather for the next batch: the slower the link, the bigger the batches.
 
 Nothing is buffered without bound. When the queue is full, new messages are dropped and the
 peer is reported unreachable: Raft retransmits what matters, and the leader switches that
@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import grpc
 
 from flotilla.node.raft.types import ENTRY_OVERHEAD, Message
-from flotilla.node.transport.codec import encode_into
+from flotilla.node.transport.codec import seal
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
 from flotilla.node.transport.reports import Reports
@@ -136,23 +136,21 @@ class PeerStream:
 
     def _take_batch(self) -> pb.MessageBatch:
         q = self._queue
-        batch = pb.MessageBatch(cluster_id=self._cluster_id, from_id=self._from_id)
-        add = batch.messages.add
         if self._queued_bytes <= self._max_batch_bytes:
             self.sent_bytes += self._queued_bytes
-            for m, _ in q:
-                encode_into(m, add())
+            taken = [m for m, _ in q]
             q.clear()
             self._queued_bytes = 0
-            return batch
+            return seal(self._cluster_id, self._from_id, taken)
+        taken = []
         size = 0
         while q and (size == 0 or size + q[0][1] <= self._max_batch_bytes):
             m, n = q.popleft()
-            encode_into(m, add())
+            taken.append(m)
             size += n
         self._queued_bytes -= size
         self.sent_bytes += size
-        return batch
+        return seal(self._cluster_id, self._from_id, taken)
 
     def _drop_queue(self) -> None:
         if self._queue:

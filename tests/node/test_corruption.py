@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import zlib
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -23,7 +24,7 @@ from flotilla.node.members import cluster_id_of
 from flotilla.node.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from flotilla.node.storage.codec import ENTRY_PREFIX, ENTRY_PREFIX_END
 from flotilla.node.transport import snapshot
-from flotilla.node.transport.codec import to_pb
+from flotilla.node.transport.codec import seal, to_pb
 from flotilla.node.transport.pb import raftpeer_pb2 as peer_pb
 
 from .procs import Proc, ProcessCluster, etcdctl, wait_for
@@ -109,11 +110,27 @@ def test_damaged_peer_messages_and_snapshots_are_refused(cluster: ProcessCluster
     # Bytes that are no MessageBatch, and a batch whose message has no valid type.
     err = _peer_call(target, "Send", [b"\xff\xff\xff\x0f garbage"])
     assert err.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT), err
+    inner = peer_pb.RaftMessages(messages=[peer_pb.RaftMessage(type=250, term=int(term) + 9)])
+    payload = inner.SerializeToString()
     bad_type = peer_pb.MessageBatch(
-        cluster_id=cid, from_id=me, messages=[peer_pb.RaftMessage(type=250, term=int(term) + 9)]
+        cluster_id=cid, from_id=me, payload=payload, crc=zlib.crc32(payload)
     )
     err = _peer_call(target, "Send", [bad_type.SerializeToString()])
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+
+    # A vote request from the current term, one bit of its term flipped on the way: it still
+    # parses, and read as sent it would depose the leader (a far-future term).
+    vote = Message(MessageType.VOTE, follower_id(follower), me, int(term), log_term=1 << 40)
+    sealed = seal(cid, me, [vote])
+    term_at = sealed.payload.index(b"\x20" + _varint(int(term))) + 1  # field 4, a varint
+    flipped = bytearray(sealed.payload)
+    flipped[term_at] ^= 0x40
+    damaged = peer_pb.MessageBatch(
+        cluster_id=cid, from_id=me, payload=bytes(flipped), crc=sealed.crc
+    )
+    assert peer_pb.RaftMessages.FromString(damaged.payload).messages[0].term != int(term)
+    err = _peer_call(target, "Send", [damaged.SerializeToString()])
+    assert err.code() == grpc.StatusCode.DATA_LOSS and "checksum" in (err.details() or ""), err
 
     # A snapshot far ahead of the cluster, one bit flipped on the way: it would replace the
     # follower's whole state if installed.
@@ -136,6 +153,15 @@ def test_damaged_peer_messages_and_snapshots_are_refused(cluster: ProcessCluster
     assert follower.metric("etcd_server_proposals_applied_total") < 10**6
     got = etcdctl(follower.endpoint, "get", "k3", "--consistency=s").stdout.split()
     assert got == ["k3", "precious-3"]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def follower_id(m: Proc) -> int:

@@ -19,7 +19,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flotilla.node.raft.types import MessageType
+from flotilla.node.raft.types import Message, MessageType
+from flotilla.node.transport.codec import seal
 from flotilla.node.transport.pb import raftpeer_pb2 as peer_pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as peer_grpc
 
@@ -131,8 +132,7 @@ def test_a_member_with_a_certificate_of_another_ca_cannot_join_or_send(
         certificate_chain=stranger.cert.read_bytes(),
     )
     target = cluster.members[1].peer_url.removeprefix("https://")
-    vote = peer_pb.RaftMessage(type=int(MessageType.VOTE), to=0, term=int(term) + 100)
-    batch = peer_pb.MessageBatch(from_id=0x4242, messages=[vote])
+    batch = seal(0, 0x4242, [Message(MessageType.VOTE, 0, 0x4242, int(term) + 100)])
     with grpc.secure_channel(target, creds) as channel:
         stub = peer_grpc.RaftPeerStub(channel)
         with pytest.raises(grpc.RpcError) as refused:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 import grpc
 import pytest
@@ -10,6 +11,7 @@ from peers import CLUSTER, Member, eventually, free_port, heartbeats, run
 
 from flotilla.node.kv.errors import LeaseNotFoundError
 from flotilla.node.raft.types import Entry, Message, MessageType
+from flotilla.node.transport.codec import seal
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
 from flotilla.node.transport.peer import UnknownPeerError, grpc_target
@@ -146,7 +148,7 @@ def test_another_cluster_is_refused() -> None:
         assert b.got == []
         async with grpc.aio.insecure_channel(grpc_target(b.url)) as channel:
             stub = pb_grpc.RaftPeerStub(channel)
-            batch = pb.MessageBatch(cluster_id=0xBAD, from_id=1, messages=[pb.RaftMessage()])
+            batch = seal(0xBAD, 1, [Message(MessageType.HEARTBEAT, 2, 1)])
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Send(iter([batch]))
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -168,13 +170,41 @@ def test_undecodable_batch_is_refused_whole() -> None:
         async with grpc.aio.insecure_channel(grpc_target(b.url)) as channel:
             stub = pb_grpc.RaftPeerStub(channel)
             good = pb.RaftMessage(type=MessageType.HEARTBEAT, to=2, frm=1)
+            inner = pb.RaftMessages(messages=[good, pb.RaftMessage(type=99, to=2)])
+            payload = inner.SerializeToString()
             batch = pb.MessageBatch(
-                cluster_id=CLUSTER, from_id=1, messages=[good, pb.RaftMessage(type=99, to=2)]
+                cluster_id=CLUSTER, from_id=1, payload=payload, crc=zlib.crc32(payload)
             )
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Send(iter([batch]))
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert b.got == []
+        await b.stop()
+
+    run(body())
+
+
+def test_damaged_batch_is_refused_whole_and_the_next_stream_delivers() -> None:
+    async def body() -> None:
+        b = await Member(2).start()
+        beats = heartbeats(1, 2, 0, 3)
+        async with grpc.aio.insecure_channel(grpc_target(b.url)) as channel:
+            stub = pb_grpc.RaftPeerStub(channel)
+            batch = seal(CLUSTER, 1, beats)
+            damaged = bytearray(batch.payload)
+            damaged[len(damaged) // 2] ^= 0x08
+            bad = pb.MessageBatch(
+                cluster_id=CLUSTER, from_id=1, payload=bytes(damaged), crc=batch.crc
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Send(iter([batch, bad, batch]))
+            assert err.value.code() == grpc.StatusCode.DATA_LOSS
+            assert "checksum" in err.value.details(), err.value.details()
+            # The batch before the damaged one was delivered; nothing after it was.
+            assert commits(b.got) == commits(beats)
+            summary = await stub.Send(iter([batch]))
+            assert summary.messages == len(beats)
+        assert commits(b.got) == commits(beats) * 2
         await b.stop()
 
     run(body())

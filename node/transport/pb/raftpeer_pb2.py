@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eraftpeer.proto\x12\x11\x66lotilla.raftpeer\"@\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"?\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08outgoing\x18\x02 \x03(\x04\x12\x10\n\x08learners\x18\x03 \x03(\x04\"W\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12*\n\x04\x63onf\x18\x03 \x01(\x0b\x32\x1c.flotilla.raftpeer.ConfState\"\x96\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12)\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x18.flotilla.raftpeer.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12\x31\n\x08snapshot\x18\x0b \x01(\x0b\x32\x1f.flotilla.raftpeer.SnapshotMeta\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x04\x12\r\n\x05reads\x18\r \x03(\x0c\"e\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x30\n\x08messages\x18\x03 \x03(\x0b\x32\x1e.flotilla.raftpeer.RaftMessage\"0\n\x0bSendSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x10\n\x08messages\x18\x02 \x01(\x04\"\x92\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12.\n\x06header\x18\x03 \x01(\x0b\x32\x1e.flotilla.raftpeer.RaftMessage\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\x0c\"\x1c\n\x0bSnapshotAck\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\"J\n\x11LeaseRenewRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\x03\"!\n\x12LeaseRenewResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\"$\n\x0eMembersRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\"6\n\x0fMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07members\x18\x02 \x01(\x0c\x32\xd6\x02\n\x08RaftPeer\x12I\n\x04Send\x12\x1f.flotilla.raftpeer.MessageBatch\x1a\x1e.flotilla.raftpeer.SendSummary(\x01\x12R\n\x0cSendSnapshot\x12 .flotilla.raftpeer.SnapshotChunk\x1a\x1e.flotilla.raftpeer.SnapshotAck(\x01\x12Y\n\nLeaseRenew\x12$.flotilla.raftpeer.LeaseRenewRequest\x1a%.flotilla.raftpeer.LeaseRenewResponse\x12P\n\x07Members\x12!.flotilla.raftpeer.MembersRequest\x1a\".flotilla.raftpeer.MembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eraftpeer.proto\x12\x11\x66lotilla.raftpeer\"@\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"?\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08outgoing\x18\x02 \x03(\x04\x12\x10\n\x08learners\x18\x03 \x03(\x04\"W\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12*\n\x04\x63onf\x18\x03 \x01(\x0b\x32\x1c.flotilla.raftpeer.ConfState\"\x96\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12)\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x18.flotilla.raftpeer.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12\x31\n\x08snapshot\x18\x0b \x01(\x0b\x32\x1f.flotilla.raftpeer.SnapshotMeta\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x04\x12\r\n\x05reads\x18\r \x03(\x0c\"@\n\x0cRaftMessages\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.flotilla.raftpeer.RaftMessage\"W\n\x0cMessageBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x0b\n\x03\x63rc\x18\x05 \x01(\x07J\x04\x08\x03\x10\x04\"0\n\x0bSendSummary\x12\x0f\n\x07\x62\x61tches\x18\x01 \x01(\x04\x12\x10\n\x08messages\x18\x02 \x01(\x04\"\x92\x01\n\rSnapshotChunk\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12.\n\x06header\x18\x03 \x01(\x0b\x32\x1e.flotilla.raftpeer.RaftMessage\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\x0c\"\x1c\n\x0bSnapshotAck\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\"J\n\x11LeaseRenewRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\x03\"!\n\x12LeaseRenewResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\"$\n\x0eMembersRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\"6\n\x0fMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0f\n\x07members\x18\x02 \x01(\x0c\x32\xd6\x02\n\x08RaftPeer\x12I\n\x04Send\x12\x1f.flotilla.raftpeer.MessageBatch\x1a\x1e.flotilla.raftpeer.SendSummary(\x01\x12R\n\x0cSendSnapshot\x12 .flotilla.raftpeer.SnapshotChunk\x1a\x1e.flotilla.raftpeer.SnapshotAck(\x01\x12Y\n\nLeaseRenew\x12$.flotilla.raftpeer.LeaseRenewRequest\x1a%.flotilla.raftpeer.LeaseRenewResponse\x12P\n\x07Members\x12!.flotilla.raftpeer.MembersRequest\x1a\".flotilla.raftpeer.MembersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +39,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTMETA']._serialized_end=255
   _globals['_RAFTMESSAGE']._serialized_start=258
   _globals['_RAFTMESSAGE']._serialized_end=536
-  _globals['_MESSAGEBATCH']._serialized_start=538
-  _globals['_MESSAGEBATCH']._serialized_end=639
-  _globals['_SENDSUMMARY']._serialized_start=641
-  _globals['_SENDSUMMARY']._serialized_end=689
-  _globals['_SNAPSHOTCHUNK']._serialized_start=692
-  _globals['_SNAPSHOTCHUNK']._serialized_end=838
-  _globals['_SNAPSHOTACK']._serialized_start=840
-  _globals['_SNAPSHOTACK']._serialized_end=868
-  _globals['_LEASERENEWREQUEST']._serialized_start=870
-  _globals['_LEASERENEWREQUEST']._serialized_end=944
-  _globals['_LEASERENEWRESPONSE']._serialized_start=946
-  _globals['_LEASERENEWRESPONSE']._serialized_end=979
-  _globals['_MEMBERSREQUEST']._serialized_start=981
-  _globals['_MEMBERSREQUEST']._serialized_end=1017
-  _globals['_MEMBERSRESPONSE']._serialized_start=1019
-  _globals['_MEMBERSRESPONSE']._serialized_end=1073
-  _globals['_RAFTPEER']._serialized_start=1076
-  _globals['_RAFTPEER']._serialized_end=1418
+  _globals['_RAFTMESSAGES']._serialized_start=538
+  _globals['_RAFTMESSAGES']._serialized_end=602
+  _globals['_MESSAGEBATCH']._serialized_start=604
+  _globals['_MESSAGEBATCH']._serialized_end=691
+  _globals['_SENDSUMMARY']._serialized_start=693
+  _globals['_SENDSUMMARY']._serialized_end=741
+  _globals['_SNAPSHOTCHUNK']._serialized_start=744
+  _globals['_SNAPSHOTCHUNK']._serialized_end=890
+  _globals['_SNAPSHOTACK']._serialized_start=892
+  _globals['_SNAPSHOTACK']._serialized_end=920
+  _globals['_LEASERENEWREQUEST']._serialized_start=922
+  _globals['_LEASERENEWREQUEST']._serialized_end=996
+  _globals['_LEASERENEWRESPONSE']._serialized_start=998
+  _globals['_LEASERENEWRESPONSE']._serialized_end=1031
+  _globals['_MEMBERSREQUEST']._serialized_start=1033
+  _globals['_MEMBERSREQUEST']._serialized_end=1069
+  _globals['_MEMBERSRESPONSE']._serialized_start=1071
+  _globals['_MEMBERSRESPONSE']._serialized_end=1125
+  _globals['_RAFTPEER']._serialized_start=1128
+  _globals['_RAFTPEER']._serialized_end=1470
 # @@protoc_insertion_point(module_scope)

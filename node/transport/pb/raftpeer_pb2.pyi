@@ -68,15 +68,23 @@ class RaftMessage(_message.Message):
     reads: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., frm: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotMeta, _Mapping]] = ..., context: _Optional[int] = ..., reads: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class RaftMessages(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[RaftMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ...) -> None: ...
+
 class MessageBatch(_message.Message):
-    __slots__ = ("cluster_id", "from_id", "messages")
+    __slots__ = ("cluster_id", "from_id", "payload", "crc")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_ID_FIELD_NUMBER: _ClassVar[int]
-    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CRC_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     from_id: int
-    messages: _containers.RepeatedCompositeFieldContainer[RaftMessage]
-    def __init__(self, cluster_id: _Optional[int] = ..., from_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ...) -> None: ...
+    payload: bytes
+    crc: int
+    def __init__(self, cluster_id: _Optional[int] = ..., from_id: _Optional[int] = ..., payload: _Optional[bytes] = ..., crc: _Optional[int] = ...) -> None: ...
 
 class SendSummary(_message.Message):
     __slots__ = ("batches", "messages")
