@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,29 +89,39 @@ class NetnsCluster(ProcessCluster):
         sh("ip", "netns", "exec", to.netns, "nft", "add", "rule", "inet", "flt", "in",
            "ip", "saddr", frm.host, "drop")  # fmt: skip
 
-    def netem(self, m: Proc, *spec: str) -> bool:
-        """Shape ``m``'s link with tc netem, e.g. ``netem(m, "delay", "80ms", "40ms")``.
+    def netem(self, m: Proc, delay_ms: int, jitter_ms: int = 0, loss: int = 0) -> str:
+        """Delay (plus a random jitter) and drop ``loss``% of everything ``m`` sends.
 
-        False if this kernel has no netem (some sandboxed kernels lack the module).
+        With tc netem where the kernel has it; otherwise with a delay line (``delayline``)
+        fed by an iptables NFQUEUE rule, which does the same in user space. Returns which.
         """
         assert m.netns is not None
         dev = self.interface(m)
+        spec = ["delay", f"{delay_ms}ms", f"{jitter_ms}ms", "loss", f"{loss}%"]
         cmd = ("ip", "netns", "exec", m.netns, "tc", "qdisc", "replace", "dev", dev, "root")
-        return sh(*cmd, "netem", *spec, check=False).returncode == 0
+        if sh(*cmd, "netem", *spec, check=False).returncode == 0:
+            return "netem"
+        line = subprocess.Popen(
+            ["ip", "netns", "exec", m.netns, sys.executable, "-m", "tests.node.delayline",
+             "--queue", "1", "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms),
+             "--loss", str(loss)],
+            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        assert line.stdout is not None
+        if line.stdout.readline().strip() != "ready":
+            line.kill()
+            raise RuntimeError(f"the delay line in {m.netns} did not start (exit {line.wait()})")
+        self.delay_lines = [*getattr(self, "delay_lines", []), line]
+        # Queued only while the line is there to answer: a gone line lets packets pass.
+        sh("ip", "netns", "exec", m.netns, "iptables", "-A", "OUTPUT", "-o", dev, "-j",
+           "NFQUEUE", "--queue-num", "1", "--queue-bypass")  # fmt: skip
+        return "delay line"
 
     def slow_link(self, m: Proc, rate: str = "512kbit") -> None:
         """Throttle ``m``'s outgoing link with a token bucket (queueing delay under load)."""
         assert m.netns is not None
         sh("ip", "netns", "exec", m.netns, "tc", "qdisc", "replace", "dev", self.interface(m),
            "root", "tbf", "rate", rate, "burst", "16kbit", "latency", "300ms")  # fmt: skip
-
-    def lossy(self, m: Proc, percent: int) -> None:
-        """Drop ``percent``% of the packets between ``m`` and the other members, at random."""
-        for peer in self.members:
-            if peer is not m and peer.netns is not None:
-                sh("ip", "netns", "exec", str(m.netns), "nft", "add", "rule", "inet", "flt", "in",
-                   "ip", "saddr", peer.host, "numgen", "random", "mod", "100", "<", str(percent),
-                   "drop")  # fmt: skip
 
     def isolate(self, *names: str) -> None:
         """Cut the named members off from all others (both directions); the host still talks."""
@@ -157,10 +168,13 @@ class NetnsCluster(ProcessCluster):
         )
 
     def heal(self) -> None:
-        """Remove every partition and every netem shaping."""
+        """Remove every partition, every netem shaping and every delay line."""
+        self._stop_delay_lines()
         for m in self.members:
             if m.netns is None:
                 continue
+            if getattr(self, "delay_lines", None) is not None:
+                sh("ip", "netns", "exec", m.netns, "iptables", "-F", "OUTPUT", check=False)
             sh("ip", "netns", "exec", m.netns, "tc", "qdisc", "del", "dev", self.interface(m),
                "root", check=False)  # fmt: skip
             for chain in ("in", "out"):
@@ -177,7 +191,15 @@ class NetnsCluster(ProcessCluster):
                     chain,
                 )
 
+    def _stop_delay_lines(self) -> None:
+        for line in getattr(self, "delay_lines", []):
+            line.kill()
+            line.wait()
+        if hasattr(self, "delay_lines"):
+            self.delay_lines = []
+
     def teardown_network(self) -> None:
+        self._stop_delay_lines()
         for ns in getattr(self, "namespaces", []):  # also of members removed meanwhile
             sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", self.bridge, check=False)

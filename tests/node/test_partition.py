@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .netns import NetnsCluster, netns_available, running
-from .procs import etcdctl, wait_for
+from .procs import Proc, etcdctl, wait_for
 
 pytestmark = [
     pytest.mark.node,
@@ -55,3 +57,32 @@ def test_minority_member_can_neither_write_nor_read_linearizably(cluster: NetnsC
     # The write through the isolated member was never acknowledged. Like etcd's "request
     # timed out", that leaves it undecided: it may still commit once its forwarded proposal
     # reaches the leader, so its presence now is not checked either way.
+
+
+def _connect_seconds(m: Proc, timeout: float) -> float:
+    host, port = m.endpoint.removeprefix("http://").rsplit(":", 1)
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=timeout):
+        return time.monotonic() - started
+
+
+def test_a_delayed_link_delays_and_a_lossy_one_drops(cluster: NetnsCluster) -> None:
+    # The nemesis's delay fault, checked on its own: netem, or the delay line where the
+    # kernel has no netem. A TCP handshake waits for the member's SYN-ACK, which leaves
+    # through the shaped link.
+    m = cluster.members[0]
+    how = cluster.netem(m, 300)
+    took = _connect_seconds(m, timeout=10)
+    assert took >= 0.3, f"a handshake over a link delayed 300 ms ({how}) took {took:.3f} s"
+    etcdctl(cluster.endpoints, "put", "slow", "but-there", "--command-timeout=10s")
+
+    cluster.heal()
+    took = _connect_seconds(m, timeout=10)
+    assert took < 0.3, f"the healed link still delays: a handshake took {took:.3f} s"
+
+    cluster.netem(m, 0, loss=100)
+    with pytest.raises(OSError):
+        _connect_seconds(m, timeout=1)
+    cluster.heal()
+    got = etcdctl(m.endpoint, "get", "slow", "--consistency=s").stdout.split()
+    assert got == ["slow", "but-there"]
