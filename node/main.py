@@ -134,6 +134,7 @@ class Member:
             on_report=node.wake,
             on_members=lambda: encode_members(node.members.values()),
             tls=self.peer_tls,
+            advertise_urls=list(self.cfg.initial_advertise_peer_urls),
         )
 
     def _ready(self) -> tuple[bool, str]:

@@ -82,6 +82,7 @@ class Transport:
         snapshot_timeout: float = 600.0,
         backoff: tuple[float, float] = BACKOFF,
         tls: TlsMaterial | None = None,
+        advertise_urls: list[str] | None = None,
     ) -> None:
         """``on_report`` is called whenever a report is queued, e.g. to wake the driver.
 
@@ -93,7 +94,7 @@ class Transport:
         self.cluster_id = cluster_id
         self.member_id = member_id
         self._service = RaftPeerService(
-            cluster_id, member_id, on_message, on_lease_renew, on_members
+            cluster_id, member_id, on_message, on_lease_renew, on_members, self.note_sender
         )
         self._snapshot_source = snapshot_source
         self._reports = Reports(on_report)
@@ -102,6 +103,7 @@ class Transport:
             "max_bytes": max_queue_bytes,
             "backoff": backoff,
             "credentials": tls.channel_credentials() if tls else None,
+            "reply_urls": advertise_urls,
         }
         self._chunk_size = snapshot_chunk_size
         self._snapshot_timeout = snapshot_timeout
@@ -165,6 +167,29 @@ class Transport:
                     self._reports,
                     **self._stream_options,
                 )
+
+    def note_sender(self, member_id: int, urls: list[str]) -> None:
+        """A peer sent us messages: make sure we can answer it.
+
+        A member that missed the configuration change adding another one (it was cut off, or
+        paused, when it was committed) does not know that member's URLs, and that member may
+        lead now: without a way back the lagging member could never answer its probes, never
+        be sent the snapshot that would teach it the membership, and stay behind forever.
+        The sender's URLs come with its stream, so a stream back is opened; the next
+        ``set_peers`` replaces or closes it like any other.
+        """
+        if member_id in self._peers or member_id == self.member_id:
+            return
+        try:
+            targets = [grpc_target(u) for u in urls]
+        except ValueError:
+            log.warning("member %x sent unusable reply URLs %s", member_id, urls)
+            return
+        log.info("answering member %x at %s, not in the member list known here", member_id, urls)
+        self._peers[member_id] = PeerStream(
+            member_id, targets, self.cluster_id, self.member_id, self._reports,
+            **self._stream_options,
+        )  # fmt: skip
 
     # == sending ===============================================================================
 

@@ -20,6 +20,7 @@ from flotilla.node.transport import snapshot
 from flotilla.node.transport.codec import ChecksumError, CodecError, open_batch
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
+from flotilla.node.transport.stream import REPLY_URLS
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         on_message: Callable[[Message], None],
         on_lease_renew: Callable[[int], Awaitable[int]],
         on_members: Callable[[], bytes] | None = None,
+        on_sender: Callable[[int, list[str]], None] | None = None,
     ) -> None:
         self._on_members = on_members
+        self._on_sender = on_sender
         self._cluster_id = cluster_id
         self._member_id = member_id
         self._on_message = on_message
@@ -53,10 +56,15 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         batches = count = 0
         me = self._member_id
         deliver = self._on_message
+        reply = dict(context.invocation_metadata() or ()).get(REPLY_URLS)
+        reply_urls = reply.split(",") if reply else []
+        on_sender = self._on_sender if reply_urls else None
         async for batch in request_iterator:
             refusal = self._foreign(batch.cluster_id, batch.from_id)
             if refusal is not None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            if on_sender is not None:
+                on_sender(batch.from_id, reply_urls)
             try:
                 messages = open_batch(batch)
             except ChecksumError as exc:

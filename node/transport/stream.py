@@ -65,6 +65,10 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+REPLY_URLS = "flotilla-reply-urls"
+"""Call metadata of every stream: the sender's peer URLs, so that a receiver that does not
+know the sender yet can still answer it (see ``Transport.note_sender``)."""
+
 BACKOFF = (0.05, 0.5)
 """Seconds between reconnects: doubling from the first to the second. A peer that comes
 back (a restart, a learner started after MemberAdd) is heard within half a second; etcd's
@@ -85,6 +89,7 @@ class PeerStream:
         max_batch_bytes: int = 4 << 20,
         backoff: tuple[float, float] = BACKOFF,
         credentials: grpc.ChannelCredentials | None = None,
+        reply_urls: list[str] | None = None,
     ) -> None:
         if not urls:
             raise ValueError(f"member {member_id:x} has no peer URL")
@@ -98,6 +103,7 @@ class PeerStream:
         self._max_batch_bytes = max_batch_bytes
         self._backoff = backoff
         self._credentials = credentials
+        self._metadata = ((REPLY_URLS, ",".join(reply_urls)),) if reply_urls else None
         self._queue: deque[tuple[Message, int]] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -199,7 +205,7 @@ class PeerStream:
 
     async def _stream(self) -> NoReturn:
         """Write batches until the stream breaks: this never returns, it raises."""
-        call = self.stub.Send()
+        call = self.stub.Send(metadata=self._metadata)
         wake = self._wake
         call.add_done_callback(lambda _: wake.set())
         try:

@@ -355,8 +355,9 @@ class Nemesis:
         """Wait until every member runs, one leader is known, and all applied the same."""
         wait_for("a leader after healing", self.leader, timeout)
 
+        revs: dict[str, int] = {}
+
         def converged() -> bool:
-            revs = set()
             for m in self.running():
                 resp = _call(
                     m.endpoint,
@@ -364,10 +365,13 @@ class Nemesis:
                         pb.RangeRequest(key=b"lin/", serializable=True), timeout=2
                     ),
                 )
-                revs.add(resp.header.revision)  # type: ignore[attr-defined]
-            return len(revs) == 1
+                revs[m.name] = resp.header.revision  # type: ignore[attr-defined]
+            return len(set(revs.values())) == 1
 
-        wait_for("every member to apply the same revision", converged, timeout)
+        try:
+            wait_for("every member to apply the same revision", converged, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (revisions last seen: {revs})") from None
 
     def hashes(self) -> dict[str, int]:
         """HashKV of every running member at one revision (they must agree)."""

@@ -107,6 +107,8 @@ def run(
         history = workload.stop()
         lease_load.stop()
         lock_load.stop()
+    summary.counts = workload.counts
+    summary.faults = nemesis.injected
     try:
         nemesis.settle()
     except AssertionError as exc:
@@ -115,8 +117,6 @@ def run(
         summary.anomalies.append(f"the cluster did not recover after healing: {exc}")
         return summary
     watcher.stop()
-    summary.counts = workload.counts
-    summary.faults = nemesis.injected
     summary.watch_events = len(watcher.events)
 
     result = check(REGISTER, history, budget=check_budget)

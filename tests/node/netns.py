@@ -36,10 +36,15 @@ class NetnsCluster(ProcessCluster):
     """A ProcessCluster whose members live at 10.213.<n>.<10+i> in namespaces."""
 
     def setup_network(self) -> None:
-        self.subnet = next(_subnets)
-        self.bridge = f"fltbr{self.subnet}"
+        # The first subnet whose bridge is free: another run (a soak, say) may hold some.
+        for _ in range(200):
+            self.subnet = next(_subnets) % 200 + 20
+            self.bridge = f"fltbr{self.subnet}"
+            if sh("ip", "link", "add", self.bridge, "type", "bridge", check=False).returncode == 0:
+                break
+        else:
+            raise RuntimeError("no free subnet for a test bridge (10.213.20-219.0/24)")
         self.host_ip = f"10.213.{self.subnet}.1"
-        sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         for i, m in enumerate(self.members):

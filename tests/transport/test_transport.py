@@ -136,6 +136,36 @@ def test_changing_a_peer_url_moves_its_stream() -> None:
     run(body())
 
 
+def test_a_member_answers_a_sender_it_does_not_know_yet() -> None:
+    # A member that missed the configuration change adding the leader still answers it:
+    # the leader's stream says where answers go.
+    async def body() -> None:
+        port = free_port()
+        leader = await Member(1, advertise_urls=[f"http://127.0.0.1:{port}"]).start(port)
+        lagging = await Member(2).start()
+        leader.transport.set_peers({2: [lagging.url]})
+        leader.transport.send(heartbeats(1, 2, 0, 1))
+        await eventually(lambda: len(lagging.got) == 1, what="the heartbeat")
+        lagging.transport.send([Message(MessageType.HEARTBEAT_RESP, 1, 2, 1, commit=7)])
+        await eventually(lambda: commits(leader.got) == [7], what="the answer to the leader")
+        assert lagging.transport.drain_reports() == []
+
+        # A sender that says nothing of where it listens cannot be answered: reported.
+        mute = await Member(3).start()
+        mute.transport.set_peers({2: [lagging.url]})
+        mute.transport.send(heartbeats(3, 2, 0, 1))
+        await eventually(lambda: len(lagging.got) == 2, what="the second heartbeat")
+        lagging.transport.send([Message(MessageType.HEARTBEAT_RESP, 3, 2, 1)])
+        assert lagging.transport.drain_reports() == [Report(ReportKind.UNREACHABLE, 3, False)]
+
+        # The member list, once learned, decides as usual.
+        lagging.transport.set_peers({})
+        lagging.transport.send([Message(MessageType.HEARTBEAT_RESP, 1, 2, 1, commit=8)])
+        assert lagging.transport.drain_reports() == [Report(ReportKind.UNREACHABLE, 1, False)]
+
+    run(body())
+
+
 def test_another_cluster_is_refused() -> None:
     async def body() -> None:
         b = await Member(2).start()
