@@ -63,17 +63,18 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
             refusal = self._foreign(batch.cluster_id, batch.from_id)
             if refusal is not None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
-            if on_sender is not None:
-                on_sender(batch.from_id, reply_urls)
             try:
                 messages = open_batch(batch)
             except ChecksumError as exc:
-                # The stream is ended, not just the batch skipped: Raft cannot take the next
-                # batch without this one, and the sender reconnects and retransmits.
+                # The stream is ended, not just the batch skipped: damage on a connection
+                # says nothing good of what follows on it. The sender reconnects, and Raft
+                # sends again what was lost.
                 log.warning("refused a batch: %s", exc)
                 await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
             except CodecError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if on_sender is not None:
+                on_sender(batch.from_id, reply_urls)
             for m in messages:
                 if m.to == me:
                     deliver(m)
