@@ -383,15 +383,19 @@ class RaftNode:
             await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
             failpoints.hit("snapshot.after_install_file")
         if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-            batch = self.db.write_batch(sync=True)
+            batch = self.db.write_batch(sync=rd.must_sync)
             self.storage.stage(batch, rd)
-            started = time.perf_counter()
             failpoints.hit("raft.before_log_write")
-            await asyncio.to_thread(batch.write)
+            if rd.must_sync:
+                started = time.perf_counter()
+                await asyncio.to_thread(batch.write)
+                took = time.perf_counter() - started
+                self.stats.fsync_seconds.append(took)
+                self._slow_fsync.observe(self.core, took, time.monotonic())
+            else:
+                # A moved commit index alone: no fsync, so no reason to leave the loop.
+                batch.write()
             failpoints.hit("raft.after_log_write")
-            took = time.perf_counter() - started
-            self.stats.fsync_seconds.append(took)
-            self._slow_fsync.observe(self.core, took, time.monotonic())
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot, snap_started)
         if rd.messages_after_persist:

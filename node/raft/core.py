@@ -362,11 +362,15 @@ class RaftCore:
         log = self.log
         rd = Ready()
         hs = self.hard_state()
-        if hs != self._persisted_hs:
+        was = self._persisted_hs
+        if hs != was:
             rd.hard_state = hs
             self._persisted_hs = hs
         rd.entries = log.unstable_entries()
         rd.snapshot = log.pending_snapshot
+        rd.must_sync = bool(
+            rd.entries or rd.snapshot is not None or hs.term != was.term or hs.vote != was.vote
+        )
         rd.committed_entries = log.next_committed(self.cfg.max_apply_bytes)
         if rd.committed_entries:
             applied_after = rd.committed_entries[-1].index

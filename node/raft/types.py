@@ -282,8 +282,8 @@ class Ready:
     """Everything the application must do this turn, in order.
 
     1. persist ``snapshot`` (if any), then ``entries`` — replacing any stored entries at or
-       after ``entries[0].index`` — and ``hard_state`` (if not ``None``), in one durable
-       write;
+       after ``entries[0].index`` — and ``hard_state`` (if not ``None``), in one write, made
+       durable (fsync) when ``must_sync``;
     2. send ``messages`` at any time (they do not depend on this turn's persistence: the
        leader's appends go out while its own write is in flight), and
        ``messages_after_persist`` only once step 1 is durable;
@@ -299,3 +299,9 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     messages_after_persist: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    must_sync: bool = False
+    """Whether step 1 must reach the disk before anything else happens: new entries, a
+    snapshot, or a new term or vote. A hard state whose commit index alone moved need not be
+    synced (etcd's ``MustSync``): a commit index lost to a crash is learned again from the
+    leader, and the write still goes first into the same ordered log as the apply that
+    follows it. Syncing it would put an fsync between every commit and its apply."""

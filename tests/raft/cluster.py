@@ -69,8 +69,25 @@ class Disk:
     entries: list[Entry] = field(default_factory=list)
     state: bytes = field(default_factory=lambda: StateMachine().dump())
     initial: InitialState | None = None
+    unsynced: HardState | None = None
+    """A hard state written without fsync (``Ready.must_sync`` false): lost by a crash
+    unless a synced write follows it. The applied state is kept even so, the harder case
+    for the core on restart (it applied entries its commit index no longer covers)."""
 
     def write(self, rd: Ready) -> None:
+        if not rd.must_sync:
+            if rd.entries or rd.snapshot is not None:
+                raise InvariantViolation("entries or a snapshot in a write without fsync")
+            if rd.hard_state is not None:
+                if (rd.hard_state.term, rd.hard_state.vote) != (
+                    self.hard_state.term,
+                    self.hard_state.vote,
+                ):
+                    raise InvariantViolation("a new term or vote in a write without fsync")
+                self.unsynced = rd.hard_state
+            return
+        if self.unsynced is not None:  # the fsync makes the earlier write durable too
+            self.hard_state, self.unsynced = self.unsynced, None
         if rd.snapshot is not None:
             assert rd.snapshot.data is not None, "snapshot arrived without data"
             self.snapshot = rd.snapshot.meta
@@ -145,6 +162,7 @@ class Member:
         self.waiting_reads = {}
 
     def crash(self) -> None:
+        self.disk.unsynced = None
         self.core = None
         self.ready = None
         self.phase = 0

@@ -92,6 +92,27 @@ def test_leader_counts_itself_only_once_its_write_is_durable() -> None:
     assert core.commit == core.last_index()
 
 
+def test_only_entries_snapshots_terms_and_votes_need_an_fsync() -> None:
+    """A ready that only moves the commit index is written without fsync (etcd's MustSync)."""
+    conf = ConfState(frozenset({1, 2, 3}))
+    core = RaftCore(Config(1), InitialState(HardState(term=1), SnapshotMeta(0, 0, conf), []))
+    core.campaign()
+    core.step(Message(MT.PRE_VOTE_RESP, 1, 2, 1))
+    rd = core.ready()
+    assert rd.hard_state is not None and rd.hard_state.vote == 1
+    assert rd.must_sync, "a new term and vote must be durable before the votes are asked"
+    core.advance(rd)
+    core.step(Message(MT.VOTE_RESP, 1, 2, 2))
+    rd = core.ready()  # leader now: its no-op entry
+    assert rd.entries and rd.must_sync
+    core.advance(rd)
+    core.step(Message(MT.APP_RESP, 1, 2, 2, index=rd.entries[-1].index))
+    rd = core.ready()
+    assert rd.hard_state is not None and rd.hard_state.commit == core.commit > 0
+    assert rd.committed_entries and not rd.entries
+    assert not rd.must_sync, "a commit index alone was made to wait for an fsync"
+
+
 # -- partitions ---------------------------------------------------------------------------
 
 
