@@ -400,6 +400,11 @@ class RaftNode:
             self._install_snapshot(rd.snapshot, snap_started)
         if rd.messages_after_persist:
             self.transport.send(rd.messages_after_persist)
+        if rd.committed_entries and (rd.messages or rd.messages_after_persist):
+            # Let the peer streams write before applying: a follower waiting for this
+            # commit index (its client's write) or this answer should not wait for the
+            # apply too.
+            await asyncio.sleep(0)
         if rd.committed_entries:
             started = time.perf_counter()
             self._apply(rd.committed_entries)

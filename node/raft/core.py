@@ -27,6 +27,7 @@ from .progress import Progress, ProgressState
 from .reads import PendingRead, ReadRounds, ReleaseQueue
 from .types import (
     CAMPAIGN_TRANSFER,
+    COMMIT_ONLY,
     EMPTY_CONF,
     NONE,
     ConfChange,
@@ -331,6 +332,12 @@ class RaftCore:
                 self._send(MT.APP_RESP, m.frm)
             elif m.type == MT.PRE_VOTE:
                 self._send(MT.PRE_VOTE_RESP, m.frm, reject=True)
+            elif m.type == MT.VOTE:
+                # The paper's rule (5.1): a stale request is rejected with our term. Ignored,
+                # a candidate that we never send to (its configuration is not ours) learns
+                # our term only when its own catches up, and without pre-vote two such
+                # candidates can take turns unseating each other for a long time.
+                self._send(MT.VOTE_RESP, m.frm, reject=True)
             return
 
         if m.type in (MT.VOTE, MT.PRE_VOTE):
@@ -595,7 +602,8 @@ class RaftCore:
             last_new, first_written = appended
             if first_written:
                 self._track_conf(first_written)
-            self._send(MT.APP_RESP, m.frm, index=last_new)
+            if m.context != COMMIT_ONLY or m.entries:
+                self._send(MT.APP_RESP, m.frm, index=last_new)
             return
         hint, hint_term = log.find_conflict_by_term(min(m.index, log.last_index()), m.log_term)
         self._send(
@@ -746,8 +754,12 @@ class RaftCore:
                 self._send_append(mid, pr, send_empty=False)
         return log.last_index()
 
-    def _send_append(self, to: int, pr: Progress, send_empty: bool) -> bool:
-        """Send ``to`` what it lacks, if its pacing allows; True if a message went out."""
+    def _send_append(self, to: int, pr: Progress, send_empty: bool, announce: bool = False) -> bool:
+        """Send ``to`` what it lacks, if its pacing allows; True if a message went out.
+
+        ``announce``: the message is sent for its commit index; empty and to a follower in
+        replicate state, it asks for no answer (``COMMIT_ONLY``).
+        """
         if pr.is_paused():
             return False
         log = self.log
@@ -764,6 +776,7 @@ class RaftCore:
             ents = []
         else:
             return False
+        quiet = announce and not ents and pr.state == ProgressState.REPLICATE
         self.msgs.append(
             Message(
                 MT.APP,
@@ -774,6 +787,7 @@ class RaftCore:
                 log_term=prev_term,
                 entries=ents,
                 commit=log.committed,
+                context=COMMIT_ONLY if quiet else 0,
             )
         )
         pr.sent_commit = log.committed
@@ -800,7 +814,7 @@ class RaftCore:
         commit = self.log.committed
         for mid, pr in self.prs.items():
             if mid != self.id and pr.sent_commit < commit:
-                self._send_append(mid, pr, send_empty=True)
+                self._send_append(mid, pr, send_empty=True, announce=True)
 
     def _bcast_heartbeat(self) -> None:
         # Every heartbeat round doubles as a read-confirmation round.

@@ -190,13 +190,20 @@ RESPONSE_TYPES = frozenset(
 CAMPAIGN_TRANSFER = 1
 """``Message.context`` of a vote request sent because the leader asked for the election."""
 
+COMMIT_ONLY = 1
+"""``Message.context`` of an empty append that only announces a commit index to a follower
+the leader is streaming to: the follower answers it only to reject. Accepted, it would
+acknowledge nothing the follower has not acknowledged already (it answered the appends
+before it, in order), and at one write at a time those answers were a third of a
+follower's messages."""
+
 
 class Message:
     """One Raft message. Field names follow etcd-io/raft's ``raftpb.Message``.
 
     ``context`` is a small integer: the heartbeat round a heartbeat belongs to (read
-    confirmation), or ``CAMPAIGN_TRANSFER`` on vote requests. ``reads`` carries the opaque
-    request contexts of ReadIndex requests and responses.
+    confirmation), ``CAMPAIGN_TRANSFER`` on vote requests, or ``COMMIT_ONLY`` on appends.
+    ``reads`` carries the opaque request contexts of ReadIndex requests and responses.
     """
 
     __slots__ = (

@@ -11,6 +11,7 @@ import pytest
 from flotilla.node.raft.core import Config, InitialState, RaftCore, Role
 from flotilla.node.raft.errors import ConfChangeRejected, ProposalDropped
 from flotilla.node.raft.types import (
+    COMMIT_ONLY,
     ConfState,
     Entry,
     EntryType,
@@ -113,6 +114,40 @@ def test_only_entries_snapshots_terms_and_votes_need_an_fsync() -> None:
     assert not rd.must_sync, "a commit index alone was made to wait for an fsync"
 
 
+def test_a_commit_announcement_to_a_streaming_follower_asks_for_no_answer() -> None:
+    """The leader's message that only carries a new commit index is not acknowledged
+    (nothing new to acknowledge) unless the follower must reject it."""
+    conf = ConfState(frozenset({1, 2, 3}))
+    leader = RaftCore(Config(1), InitialState(HardState(term=1), SnapshotMeta(0, 0, conf), []))
+    leader.campaign()
+    leader.step(Message(MT.PRE_VOTE_RESP, 1, 2, 1))
+    leader.advance(leader.ready())
+    leader.step(Message(MT.VOTE_RESP, 1, 2, 2))
+    noop = leader.ready()
+    leader.advance(noop)
+    index = noop.entries[-1].index
+    leader.step(Message(MT.APP_RESP, 1, 2, 2, index=index))  # 2 now streams; 3 is probed
+    rd = leader.ready()
+    announced = {m.to: m for m in rd.messages if m.type == MT.APP}
+    assert announced[2].commit == index and not announced[2].entries
+    assert announced[2].context == COMMIT_ONLY
+    assert 3 not in announced, "a probed follower gets one message at a time"
+
+    follower = RaftCore(
+        Config(2), InitialState(HardState(term=2), SnapshotMeta(0, 0, conf), [Entry(2, 1)])
+    )
+    follower.step(announced[2])
+    rd = follower.ready()
+    assert follower.commit == index and [e.index for e in rd.committed_entries] == [index]
+    assert not [m for m in rd.messages + rd.messages_after_persist if m.type == MT.APP_RESP]
+    follower.advance(rd)
+    gap = Message(MT.APP, 2, 1, 2, index=5, log_term=2, commit=5, context=COMMIT_ONLY)
+    follower.step(gap)
+    rd = follower.ready()
+    answers = [m for m in rd.messages + rd.messages_after_persist if m.type == MT.APP_RESP]
+    assert len(answers) == 1 and answers[0].reject, "a mismatch must still be reported"
+
+
 # -- partitions ---------------------------------------------------------------------------
 
 
@@ -171,6 +206,21 @@ def test_without_prevote_the_rejoining_member_forces_a_new_term() -> None:
     c.tick([3], n=60)
     c.stabilize()
     assert c[3].term > term
+
+
+def test_a_vote_request_from_an_older_term_is_rejected_with_ours() -> None:
+    """Raft 5.1: the stale candidate learns our term from the answer, so its next campaign
+    can win, instead of trailing a candidate it never hears from term after term."""
+    conf = ConfState(frozenset({1, 2, 3}))
+    core = RaftCore(
+        Config(1, pre_vote=False),
+        InitialState(HardState(term=7, vote=1), SnapshotMeta(0, 0, conf), []),
+    )
+    core.step(Message(MT.VOTE, 1, 3, 5, index=9, log_term=5))
+    rd = core.ready()
+    answers = [(m.type, m.to, m.term, m.reject) for m in rd.messages + rd.messages_after_persist]
+    assert answers == [(MT.VOTE_RESP, 3, 7, True)]
+    assert core.term == 7 and core.vote == 1
 
 
 def test_check_quorum_makes_an_isolated_leader_step_down() -> None:
