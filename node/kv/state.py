@@ -26,6 +26,7 @@ from ..api.etcdpb import rpc_pb2 as pb
 from ..api.services import add_services
 from ..config import NodeConfig
 from ..server import NOSPACE
+from ..transport import renewals
 from . import requests
 from .apply import Applier
 from .errors import (
@@ -236,7 +237,7 @@ class KvStateMachine:
         if not node.leader_id:
             raise NoLeaderError()
         try:
-            return int(await node.transport.lease_renew(node.leader_id, lease_id))
+            ttl = int(await node.transport.lease_renew(node.leader_id, lease_id))
         except EtcdError:
             raise
         except grpc.aio.AioRpcError as err:
@@ -245,6 +246,9 @@ class KvStateMachine:
             raise _unavailable(err) from err
         except Exception as exc:
             raise _unavailable(exc) from exc
+        if ttl == renewals.NOT_FOUND:
+            raise LeaseNotFoundError()
+        return ttl
 
     async def renew_locally(self, lease_id: int) -> int:
         """A follower forwarded a keep-alive to us (the leader)."""

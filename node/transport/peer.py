@@ -35,6 +35,8 @@ from flotilla.node.transport.reports import Report, Reports
 from flotilla.node.transport.service import RaftPeerService
 from flotilla.node.transport.stream import BACKOFF, PeerStream, open_channel
 
+from . import renewals  # relative: mypy follows it (the installed package it cannot)
+
 log = logging.getLogger(__name__)
 
 SERVER_OPTIONS: list[tuple[str, Any]] = [
@@ -47,6 +49,9 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 SnapshotSource = Callable[[], "tuple[SnapshotMeta, bytes] | None"]
+
+RENEW_TIMEOUT = 5.0
+"""Seconds a forwarded keep-alive call may take before its clients hear of a failure."""
 
 
 class UnknownPeerError(LookupError):
@@ -108,6 +113,7 @@ class Transport:
         self._chunk_size = snapshot_chunk_size
         self._snapshot_timeout = snapshot_timeout
         self._peers: dict[int, PeerStream] = {}
+        self._renewals = renewals.Renewals(self._renew_batch)
         self._snapshot_tasks: dict[int, asyncio.Task[None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._server: Any = None
@@ -131,6 +137,7 @@ class Transport:
         self.port = port
 
     async def stop(self, grace: float | None = 0.5) -> None:
+        await self._renewals.close()
         for task in list(self._snapshot_tasks.values()):
             task.cancel()
         for task in list(self._snapshot_tasks.values()):
@@ -267,19 +274,41 @@ class Transport:
 
     # == forwarding ============================================================================
 
-    async def lease_renew(self, leader_id: int, lease_id: int, timeout: float = 5.0) -> int:
-        """Renew a lease on the leader; returns the TTL.
+    async def lease_renew(self, leader_id: int, lease_id: int) -> int:
+        """Renew a lease on the leader: its TTL, or ``renewals.NOT_FOUND``.
 
+        Keep-alives that arrive while a call is out share the next call (``Renewals``).
         Raises :class:`UnknownPeerError`, or ``grpc.aio.AioRpcError`` with the leader's
-        status (e.g. NOT_FOUND with etcd's message for an unknown lease).
+        status (e.g. UNAVAILABLE when it no longer leads).
         """
+        return await self._renewals.renew(leader_id, lease_id)
+
+    async def _renew_batch(self, leader_id: int, lease_ids: list[int]) -> list[int]:
         stream = self._peers.get(leader_id)
         if stream is None:
             raise UnknownPeerError(f"no peer URL known for member {leader_id:x}")
+        request = pb.LeaseRenewBatchRequest(
+            cluster_id=self.cluster_id, from_id=self.member_id, lease_ids=lease_ids
+        )
+        try:
+            response = await stream.stub.LeaseRenewBatch(request, timeout=RENEW_TIMEOUT)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            # A leader of an earlier version (a rolling upgrade): one call per lease.
+            return list(await asyncio.gather(*(self._renew_one(stream, i) for i in lease_ids)))
+        return list(response.ttls)
+
+    async def _renew_one(self, stream: PeerStream, lease_id: int) -> int:
         request = pb.LeaseRenewRequest(
             cluster_id=self.cluster_id, from_id=self.member_id, lease_id=lease_id
         )
-        response = await stream.stub.LeaseRenew(request, timeout=timeout)
+        try:
+            response = await stream.stub.LeaseRenew(request, timeout=RENEW_TIMEOUT)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return renewals.NOT_FOUND
+            raise
         return int(response.ttl)
 
 

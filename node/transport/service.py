@@ -20,6 +20,7 @@ from flotilla.node.transport import snapshot
 from flotilla.node.transport.codec import ChecksumError, CodecError, open_batch
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
+from flotilla.node.transport.renewals import NOT_FOUND
 from flotilla.node.transport.stream import REPLY_URLS
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,27 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
                 code = grpc.StatusCode.UNKNOWN
             await context.abort(code, str(exc))
         return pb.LeaseRenewResponse(ttl=ttl)
+
+    async def LeaseRenewBatch(
+        self, request: pb.LeaseRenewBatchRequest, context: Any
+    ) -> pb.LeaseRenewBatchResponse:
+        refusal = self._foreign(request.cluster_id, request.from_id)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+        ttls = []
+        for lease_id in request.lease_ids:
+            try:
+                ttls.append(await self._on_lease_renew(lease_id))
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                if code == grpc.StatusCode.NOT_FOUND:
+                    ttls.append(NOT_FOUND)  # that lease's answer; the others still count
+                    continue
+                # Anything else (no longer the leader) is the whole call's answer.
+                if not isinstance(code, grpc.StatusCode):
+                    code = grpc.StatusCode.UNKNOWN
+                await context.abort(code, str(exc))
+        return pb.LeaseRenewBatchResponse(ttls=ttls)
 
     async def Members(self, request: pb.MembersRequest, context: Any) -> pb.MembersResponse:
         if request.cluster_id != self._cluster_id:

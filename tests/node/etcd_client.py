@@ -83,7 +83,26 @@ async def watch_resume(endpoints: list[str]) -> list[int]:
     return seen
 
 
+async def keep_alive_many(grant_at: str, renew_at: str, leases: int) -> dict[str, Any]:
+    """Grant leases on one member, then keep every one alive at once through another (each
+    keep-alive its own stream, as separate clients would), and one revoked lease too."""
+    async with client_for(grant_at) as granter:
+        granted = [await granter.lease(30) for _ in range(leases)]
+        revoked = await granter.lease(30)
+        await revoked.revoke()
+    async with client_for(renew_at) as renewer:
+        replies = await asyncio.gather(
+            *(renewer.refresh_lease(lease.id) for lease in [*granted, revoked])
+        )
+    return {
+        "ids": [lease.id for lease in granted] + [revoked.id],
+        "replied": [r.ID for r in replies],
+        "ttls": [r.TTL for r in replies],
+    }
+
+
 SCENARIOS: dict[str, Any] = {
+    "keep_alive_many": keep_alive_many,
     "write": write,
     "first_write": first_write,
     "watch_resume": watch_resume,

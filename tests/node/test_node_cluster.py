@@ -142,6 +142,21 @@ def test_lease_expiry_deletes_keys_in_one_revision(cluster3: ProcessCluster) -> 
     assert rev_after == rev_before + 1, "both keys should go in one revision"
 
 
+def test_keep_alives_through_a_follower_renew_on_the_leader(cluster3: ProcessCluster) -> None:
+    """A follower forwards keep-alives to the leader, many leases per call: each client still
+    gets its own lease's TTL, and a revoked lease answers TTL 0 as etcd does."""
+    leader = cluster3.wait_leader()
+    follower = next(m for m in cluster3.members if m is not leader)
+    got = run_client(
+        "keep_alive_many", grant_at=leader.endpoint, renew_at=follower.endpoint, leases=50
+    )
+    assert got["replied"] == got["ids"]
+    assert all(25 <= ttl <= 30 for ttl in got["ttls"][:-1]), got["ttls"]
+    assert got["ttls"][-1] == 0, "a revoked lease kept alive must answer TTL 0"
+    left = etcdctl_json(leader.endpoint, "lease", "timetolive", f"{got['ids'][0]:x}")
+    assert 25 <= int(left["ttl"]) <= 30  # type: ignore[index]
+
+
 def test_bad_requests_get_etcds_errors_and_change_nothing(cluster3: ProcessCluster) -> None:
     eps = cluster3.endpoints
     etcdctl(eps, "put", "k", "v")

@@ -9,12 +9,13 @@ import grpc
 import pytest
 from peers import CLUSTER, Member, eventually, free_port, heartbeats, run
 
-from flotilla.node.kv.errors import LeaseNotFoundError
+from flotilla.node.kv.errors import LeaseNotFoundError, NoLeaderError
 from flotilla.node.raft.types import Entry, Message, MessageType
 from flotilla.node.transport.codec import seal
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
 from flotilla.node.transport.peer import UnknownPeerError, grpc_target
+from flotilla.node.transport.renewals import NOT_FOUND
 from flotilla.node.transport.reports import Report, ReportKind
 
 
@@ -245,18 +246,57 @@ def test_lease_renew_reaches_the_leader() -> None:
         async def renew(lease_id: int) -> int:
             if lease_id == 404:
                 raise LeaseNotFoundError()
-            return 30
+            if lease_id == 503:
+                raise NoLeaderError()
+            return lease_id + 30
 
         leader = await Member(1, lease_renew=renew).start()
         follower = await Member(2).start()
         follower.transport.set_peers({1: [leader.url]})
-        assert await follower.transport.lease_renew(1, 7) == 30
+        assert await follower.transport.lease_renew(1, 7) == 37
+        assert await follower.transport.lease_renew(1, 404) == NOT_FOUND
+        # Many at once share calls, and each gets its own lease's answer.
+        ids = [404 if i % 10 == 0 else i for i in range(1, 301)]
+        got = await asyncio.gather(*(follower.transport.lease_renew(1, i) for i in ids))
+        assert got == [NOT_FOUND if i == 404 else i + 30 for i in ids]
+        # An error that is not about one lease is every keep-alive's answer in that call.
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await follower.transport.lease_renew(1, 404)
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        assert err.value.details() == "etcdserver: requested lease not found"
+            await follower.transport.lease_renew(1, 503)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.details() == "etcdserver: no leader"
         with pytest.raises(UnknownPeerError):
             await follower.transport.lease_renew(3, 7)
+        await leader.stop()
+        await follower.stop()
+
+    run(body())
+
+
+def test_lease_renew_to_a_leader_without_batches_goes_one_lease_per_call() -> None:
+    """A leader of the version before LeaseRenewBatch (a rolling upgrade) answers
+    UNIMPLEMENTED; its followers' keep-alives still get through, one call each."""
+
+    async def body() -> None:
+        renewed: list[int] = []
+
+        async def renew(lease_id: int) -> int:
+            renewed.append(lease_id)
+            if lease_id == 404:
+                raise LeaseNotFoundError()
+            return 60
+
+        leader = Member(1, lease_renew=renew)
+
+        async def unimplemented(request: object, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+        leader.transport._service.LeaseRenewBatch = unimplemented  # type: ignore[method-assign]
+        await leader.start()
+        follower = await Member(2).start()
+        follower.transport.set_peers({1: [leader.url]})
+        got = await asyncio.gather(*(follower.transport.lease_renew(1, i) for i in (5, 404, 6)))
+        assert got == [60, NOT_FOUND, 60]
+        assert sorted(renewed) == [5, 6, 404]
         await leader.stop()
         await follower.stop()
 

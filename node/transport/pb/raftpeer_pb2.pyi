@@ -132,6 +132,22 @@ class LeaseRenewResponse(_message.Message):
     ttl: int
     def __init__(self, ttl: _Optional[int] = ...) -> None: ...
 
+class LeaseRenewBatchRequest(_message.Message):
+    __slots__ = ("cluster_id", "from_id", "lease_ids")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    from_id: int
+    lease_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cluster_id: _Optional[int] = ..., from_id: _Optional[int] = ..., lease_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LeaseRenewBatchResponse(_message.Message):
+    __slots__ = ("ttls",)
+    TTLS_FIELD_NUMBER: _ClassVar[int]
+    ttls: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ttls: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class MembersRequest(_message.Message):
     __slots__ = ("cluster_id",)
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class RaftPeerStub:
                 request_serializer=raftpeer__pb2.LeaseRenewRequest.SerializeToString,
                 response_deserializer=raftpeer__pb2.LeaseRenewResponse.FromString,
                 _registered_method=True)
+        self.LeaseRenewBatch = channel.unary_unary(
+                '/flotilla.raftpeer.RaftPeer/LeaseRenewBatch',
+                request_serializer=raftpeer__pb2.LeaseRenewBatchRequest.SerializeToString,
+                response_deserializer=raftpeer__pb2.LeaseRenewBatchResponse.FromString,
+                _registered_method=True)
         self.Members = channel.unary_unary(
                 '/flotilla.raftpeer.RaftPeer/Members',
                 request_serializer=raftpeer__pb2.MembersRequest.SerializeToString,
@@ -80,6 +85,14 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseRenewBatch(self, request, context):
+        """The same for many leases at once (see flotilla.node.transport.renewals); a leader that
+        answers UNIMPLEMENTED (an earlier version) gets one LeaseRenew per lease instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Members(self, request, context):
         """A member joining an existing cluster learns the member list (and its own id) from a peer.
         """
@@ -104,6 +117,11 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.LeaseRenew,
                     request_deserializer=raftpeer__pb2.LeaseRenewRequest.FromString,
                     response_serializer=raftpeer__pb2.LeaseRenewResponse.SerializeToString,
+            ),
+            'LeaseRenewBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseRenewBatch,
+                    request_deserializer=raftpeer__pb2.LeaseRenewBatchRequest.FromString,
+                    response_serializer=raftpeer__pb2.LeaseRenewBatchResponse.SerializeToString,
             ),
             'Members': grpc.unary_unary_rpc_method_handler(
                     servicer.Members,
@@ -192,6 +210,33 @@ class RaftPeer:
             '/flotilla.raftpeer.RaftPeer/LeaseRenew',
             raftpeer__pb2.LeaseRenewRequest.SerializeToString,
             raftpeer__pb2.LeaseRenewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseRenewBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.raftpeer.RaftPeer/LeaseRenewBatch',
+            raftpeer__pb2.LeaseRenewBatchRequest.SerializeToString,
+            raftpeer__pb2.LeaseRenewBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
