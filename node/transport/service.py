@@ -106,12 +106,7 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         try:
             ttl = await self._on_lease_renew(request.lease_id)
         except Exception as exc:
-            # Errors that carry a gRPC status (the store's etcd errors do) keep it, so the
-            # follower can answer its client exactly as the leader would have.
-            code = getattr(exc, "code", None)
-            if not isinstance(code, grpc.StatusCode):
-                code = grpc.StatusCode.UNKNOWN
-            await context.abort(code, str(exc))
+            await context.abort(_status_of(exc), str(exc))
         return pb.LeaseRenewResponse(ttl=ttl)
 
     async def LeaseRenewBatch(
@@ -125,13 +120,11 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
             try:
                 ttls.append(await self._on_lease_renew(lease_id))
             except Exception as exc:
-                code = getattr(exc, "code", None)
+                code = _status_of(exc)
                 if code == grpc.StatusCode.NOT_FOUND:
                     ttls.append(NOT_FOUND)  # that lease's answer; the others still count
                     continue
                 # Anything else (no longer the leader) is the whole call's answer.
-                if not isinstance(code, grpc.StatusCode):
-                    code = grpc.StatusCode.UNKNOWN
                 await context.abort(code, str(exc))
         return pb.LeaseRenewBatchResponse(ttls=ttls)
 
@@ -146,3 +139,10 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.UNAVAILABLE, "member list not available yet")
         assert self._on_members is not None
         return pb.MembersResponse(cluster_id=self._cluster_id, members=self._on_members())
+
+
+def _status_of(exc: Exception) -> grpc.StatusCode:
+    """The gRPC status an error carries (the store's etcd errors do), UNKNOWN otherwise, so
+    that a follower answers its client exactly as the leader would have."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
