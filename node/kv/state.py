@@ -19,8 +19,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from .. import backup, statesnap
 from ..api.etcdpb import rpc_pb2 as pb
 from ..api.services import add_services
@@ -240,13 +238,9 @@ class KvStateMachine:
             ttl = int(await node.transport.lease_renew(node.leader_id, lease_id))
         except EtcdError:
             raise
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                raise LeaseNotFoundError() from err
-            raise _unavailable(err) from err
-        except Exception as exc:
+        except Exception as exc:  # unreachable, timed out, no longer the leader
             raise _unavailable(exc) from exc
-        if ttl == renewals.NOT_FOUND:
+        if ttl == renewals.NOT_FOUND:  # the transport reports an unknown lease as this
             raise LeaseNotFoundError()
         return ttl
 
