@@ -45,6 +45,7 @@ class NodeConfig:
     peer_tls: TlsFiles = field(default_factory=TlsFiles)
     member_id: int = 0
     cluster_id: int = 0
+    leader_lease_reads: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -145,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--snapshot-count", type=int, default=10_000, help="applied entries between snapshots")
     a("--quota-backend-bytes", type=int, default=2 * 1024**3)
     a("--listen-metrics-urls", default="", help="where /metrics, /health and /readyz answer")
+    a(
+        "--leader-lease-reads",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="serve linearizable reads from the leader's lease instead of a heartbeat round "
+        "each; assumes members' clocks drift apart by less than two heartbeat intervals per "
+        "election timeout",
+    )
     for side, who in (("", "client"), ("peer-", "peer")):
         a(f"--{side}cert-file", default="", help=f"TLS certificate for the {who} URLs (PEM)")
         a(f"--{side}key-file", default="", help=f"its private key (PEM) for the {who} URLs")
@@ -231,6 +242,7 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
         election_timeout_ms=ns.election_timeout,
         snapshot_count=ns.snapshot_count,
         quota_backend_bytes=ns.quota_backend_bytes,
+        leader_lease_reads=ns.leader_lease_reads,
         listen_metrics_urls=(
             _urls(ns.listen_metrics_urls, "listen-metrics-urls") if ns.listen_metrics_urls else ()
         ),

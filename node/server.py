@@ -147,6 +147,7 @@ class RaftNode:
             heartbeat_tick=1,
             pre_vote=True,
             check_quorum=True,
+            lease_reads=self.cfg.leader_lease_reads,
         )
         state: InitialState = self.storage.load()
         applied_raw = self.db.get(APPLIED_KEY)
@@ -294,7 +295,10 @@ class RaftNode:
                 self.core.tick()
                 next_tick += self._tick_seconds
                 if now - next_tick > 10 * self._tick_seconds:
-                    next_tick = now + self._tick_seconds  # after a long pause, don't catch up
+                    # After a long pause, don't catch up; but the ticks no longer count the
+                    # time that passed, so a lease measured in them cannot be trusted.
+                    next_tick = now + self._tick_seconds
+                    self.core.forget_lease()
             if self._failure is not None:
                 raise self._failure
             try:

@@ -159,6 +159,8 @@ def node_args(body: Mapping[str, Any], replicas: int, initial_cluster_state: str
         f"--quota-backend-bytes={spec['quotaBytes']}",
         # Probes and metrics stay plain HTTP on their own port, as etcd's metrics URLs.
         f"--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}",
+        # Only when asked for: a flag every pod already running lacks would roll them all.
+        *(["--leader-lease-reads=true"] if raft.get("leaderLeaseReads") else []),
         *tls_args(body),
     ]
 

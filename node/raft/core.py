@@ -201,6 +201,13 @@ class RaftCore:
             and self.ticks < self.reads.lease_until
         )
 
+    def forget_lease(self) -> None:
+        """The driver lost time its ticks do not count (the process stood still for longer
+        than it catches up on). A lease is measured in ticks, so it may have run out while
+        the count stood still, and no round started before the pause may grant one either:
+        reads take a heartbeat round until a round started after it is confirmed."""
+        self.reads.revoke_lease()
+
     # == inputs ================================================================================
 
     def tick(self) -> None:

@@ -73,6 +73,12 @@ class ReadRounds:
             released.append(self.pending.popleft())
         return released
 
+    def revoke_lease(self) -> None:
+        """Forget the lease, and any a round already under way would grant: time has
+        passed that the leader's ticks do not show (see ``RaftCore.forget_lease``)."""
+        self.lease_until = 0
+        self.starts.clear()
+
 
 class ReleaseQueue:
     """Read states whose index is known, waiting for the state machine to reach it."""

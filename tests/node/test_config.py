@@ -45,6 +45,17 @@ def test_flags_come_from_the_environment_and_the_command_line_wins() -> None:
     assert cfg.snapshot_count == 5
 
 
+def test_leader_lease_reads_are_off_unless_asked_for() -> None:
+    base = ["--name=a", "--initial-advertise-peer-urls=http://127.0.0.1:2380"]
+    assert parse(base, environ={}).leader_lease_reads is False
+    assert parse([*base, "--leader-lease-reads"], environ={}).leader_lease_reads is True
+    assert parse([*base, "--leader-lease-reads=false"], environ={}).leader_lease_reads is False
+    env = {"FLOTILLA_LEADER_LEASE_READS": "true"}
+    assert parse(base, environ=env).leader_lease_reads is True
+    with pytest.raises(ConfigError, match="invalid boolean value: 'maybe'"):
+        parse([*base, "--leader-lease-reads=maybe"], environ={})
+
+
 def test_etcd_derives_the_same_member_id() -> None:
     # etcd's member ID for peer URL http://localhost:2380 and token "etcd-cluster"
     # (printed by `etcd` at first start; also in etcd's membership tests).

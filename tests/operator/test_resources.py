@@ -149,6 +149,15 @@ def test_raft_settings_and_quota_reach_the_flags() -> None:
     assert f["quota-backend-bytes"] == str(1 << 30)
 
 
+def test_leader_lease_reads_reach_the_flags_only_when_asked_for() -> None:
+    assert "leader-lease-reads" not in flags(resources.statefulset(BODY))
+    off = body(raft={"leaderLeaseReads": False})
+    assert "leader-lease-reads" not in flags(resources.statefulset(off))
+    on = body(raft={"leaderLeaseReads": True})
+    assert flags(resources.statefulset(on))["leader-lease-reads"] == "true"
+    assert config_hash(on["spec"]) != config_hash(BODY["spec"])
+
+
 def test_pods_created_after_the_bootstrap_join_an_existing_cluster() -> None:
     sts = resources.statefulset(BODY, replicas=5, initial_cluster_state="existing")
     f = flags(sts)

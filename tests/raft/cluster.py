@@ -300,6 +300,10 @@ class Cluster:
         # Checker state.
         self.leaders: dict[int, int] = {}
         self.committed: dict[int, int] = {}  # index -> term, as any member reported it
+        # index -> the lowest term in which a member saw it committed. Leader completeness
+        # holds for entries committed in earlier terms only: a candidate that stood still
+        # may win its old term late, after a newer leader committed more.
+        self.committed_in: dict[int, int] = {}
         self.max_commit = 0
         self.applied_digest: dict[int, int] = {}
         self.completed_bound = 0
@@ -457,6 +461,7 @@ class Cluster:
                 t = log.term(i)
                 assert t is not None
                 known = self.committed.setdefault(i, t)
+                self.committed_in[i] = min(self.committed_in.get(i, core.term), core.term)
                 if known != t:
                     raise InvariantViolation(
                         f"member {member.id} committed {i} at term {t}, others at term {known}"
@@ -472,6 +477,8 @@ class Cluster:
             return
         member._checked_term = core.term  # type: ignore[attr-defined]
         for i in range(log.first_index(), self.max_commit + 1):
+            if self.committed_in.get(i, core.term) >= core.term:
+                continue
             t = log.term(i)
             if t != self.committed.get(i, t):
                 raise InvariantViolation(

@@ -75,6 +75,8 @@ class Simulation:
         self.write_seq = 0
         self.read_seq = 0
         self.conf_changes = 0
+        # Members standing still (a stopped process, a starved machine): id -> (since, until).
+        self.paused: dict[int, tuple[int, int]] = {}
 
     # -- faults and clients ---------------------------------------------------------------
 
@@ -105,13 +107,43 @@ class Simulation:
             if leader is not None:
                 c.heal()
                 c.isolate(leader)
+        elif roll < 0.88:
+            self._pause(ids)
         else:
             c.heal()
+
+    def _pause(self, ids: list[int]) -> None:
+        # Mostly the leader, whose lease is what a pause endangers; at a turn boundary, as a
+        # process stands still between the driver's turns as far as the core can tell.
+        c, rng = self.c, self.rng
+        lead = c.leader()
+        victim = lead if lead is not None and rng.random() < 0.7 else rng.choice(ids)
+        m = c.members[victim]
+        if not m.alive or m.phase != 0 or victim in self.paused:
+            return
+        length = rng.randint(4, 40) if rng.random() < 0.5 else rng.randint(60, 300)
+        self.paused[victim] = (c.time, c.time + length)
+
+    def _resume(self, i: int, since: int) -> None:
+        """Tick as the driver does after a pause: every missed tick when there are at most
+        eleven of them, otherwise one, and the lease forgotten (``RaftNode.run``)."""
+        core = self.c[i]
+        missed = sum(
+            1
+            for t in range(since + 1, self.c.time + 1)
+            if (t + self.phase_offset[i]) % TICK_EVERY == 0
+        )
+        if missed > 11:
+            core.tick()
+            core.forget_lease()
+        else:
+            for _ in range(missed):
+                core.tick()
 
     def _conf_change(self) -> None:
         c, rng = self.c, self.rng
         lead = c.leader()
-        if lead is None:
+        if lead is None or lead in self.paused:
             return
         core = c[lead]
         universe = list(c.members)
@@ -129,11 +161,13 @@ class Simulation:
 
     def _client(self) -> None:
         c, rng = self.c, self.rng
-        alive = [m for m in c.members.values() if m.alive and m.phase == 0]
+        alive = [
+            m for m in c.members.values() if m.alive and m.phase == 0 and m.id not in self.paused
+        ]
         if not alive:
             return
         lead = c.leader()
-        if lead is not None and c.members[lead].phase == 0 and rng.random() < 0.6:
+        if lead is not None and c.members[lead] in alive and rng.random() < 0.6:
             member = c.members[lead]
         else:
             member = rng.choice(alive)
@@ -152,8 +186,18 @@ class Simulation:
     def _step(self, faults: bool) -> None:
         c, rng = self.c, self.rng
         c.time += 1
+        for i, (since, until) in list(self.paused.items()):
+            if not c.members[i].alive:
+                del self.paused[i]
+            elif c.time >= until:
+                del self.paused[i]
+                self._resume(i, since)
         for i, m in c.members.items():
-            if m.alive and (c.time + self.phase_offset[i]) % TICK_EVERY == 0:
+            if (
+                m.alive
+                and i not in self.paused
+                and (c.time + self.phase_offset[i]) % TICK_EVERY == 0
+            ):
                 m.pending_ticks += 1
         c.deliver_due()
         roll = rng.random()
@@ -164,13 +208,14 @@ class Simulation:
                 self._conf_change()
             elif roll < 0.033:
                 lead = c.leader()
-                if lead is not None:
+                if lead is not None and lead not in self.paused:
                     with contextlib.suppress(RaftError):
                         c[lead].transfer_leader(rng.choice(list(c.members)))
         if faults and roll > 0.7:
             self._client()
-        for m in c.members.values():
-            m.run_phase()
+        for i, m in c.members.items():
+            if i not in self.paused:
+                m.run_phase()
         if c.time % 50 == 0:
             c.check_log_matching()
 
@@ -201,6 +246,10 @@ class Simulation:
         """Stop the faults, bring everyone back, and demand convergence."""
         c = self.c
         c.heal()
+        for i, (since, _) in list(self.paused.items()):
+            del self.paused[i]
+            if c.members[i].alive:
+                self._resume(i, since)
         c.net.drop_rate = c.net.dup_rate = 0.0
         c.net.max_delay = 8
         for i, m in c.members.items():

@@ -473,6 +473,36 @@ def test_lease_reads_skip_the_round_but_not_during_a_transfer() -> None:
     assert not c[1].has_lease()
 
 
+def test_a_forgotten_lease_is_not_renewed_by_a_round_started_before_it() -> None:
+    # The driver forgets the lease when its process stood still longer than its ticks
+    # catch up on. Echoes of a round that left before the pause prove nothing about now.
+    c = Cluster(3, lease_reads=True)
+    c.tick(n=12)
+    c.elect(1)
+    c.tick([1], n=2)
+    assert c[1].has_lease()
+    lead = c.members[1]
+    c[1].tick()  # a heartbeat round leaves...
+    rd = c[1].ready()
+    assert [m for m in rd.messages if m.type == MT.HEARTBEAT]
+    lead.ready = rd
+    lead.phase = 1
+    c.send(1, rd.messages)
+    c[1].forget_lease()  # ...and the process pauses before its echoes arrive
+    assert not c[1].has_lease()
+    c.stabilize()
+    assert not c[1].has_lease(), "a round from before the pause renewed the lease"
+    c[1].read_index(b"r-after-pause")
+    rd = c[1].ready()
+    assert not rd.read_states, "a read was released without a round"
+    assert [m for m in rd.messages if m.type == MT.HEARTBEAT]
+    lead.ready = rd
+    lead.phase = 1
+    c.send(1, rd.messages)
+    c.stabilize()
+    assert c[1].has_lease(), "a round started after the pause grants the lease again"
+
+
 def test_read_without_leader_is_refused() -> None:
     c = Cluster(3)
     with pytest.raises(ProposalDropped):
