@@ -118,7 +118,7 @@ def reconfigure(
     """Flotilla's SetVoters on the leader: one joint transition; the phases it went through."""
     phases = []
     with dialer.channel(leader) as channel:
-        stub = flotilla_pb2_grpc.MembershipStub(channel)  # type: ignore[no-untyped-call]
+        stub = flotilla_pb2_grpc.MembershipStub(channel)
         request = fpb.SetVotersRequest(voters=list(voters), learners=list(learners))
         for progress in stub.SetVoters(request, timeout=RECONFIGURE_TIMEOUT_S):
             phases.append(progress.phase)
@@ -137,7 +137,7 @@ def _on_leader(world: World, service: str, method: str, request: Any) -> Any:
     """One unary call of the etcd ``Cluster`` or ``Maintenance`` service on the leader."""
     stubs = {"Cluster": rpc_pb2_grpc.ClusterStub, "Maintenance": rpc_pb2_grpc.MaintenanceStub}
     with world.dialer.channel(leader_address(world)) as channel:
-        stub: Any = stubs[service](channel)  # type: ignore[no-untyped-call]
+        stub: Any = stubs[service](channel)
         return getattr(stub, method)(request, timeout=MEMBER_RPC_TIMEOUT_S)
 
 

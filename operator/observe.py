@@ -74,7 +74,7 @@ def member_status(
 ) -> MemberStatus | None:
     """Ask one member for its Status; None if it does not answer."""
     with dialer.channel(address) as channel:
-        stub = rpc_pb2_grpc.MaintenanceStub(channel)  # type: ignore[no-untyped-call]
+        stub = rpc_pb2_grpc.MaintenanceStub(channel)
         try:
             s = stub.Status(pb.StatusRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -93,7 +93,7 @@ def member_list(
     address: str, timeout: float = RPC_TIMEOUT_S, dialer: Dialer = PLAIN
 ) -> Sequence[Any] | None:
     with dialer.channel(address) as channel:
-        stub = rpc_pb2_grpc.ClusterStub(channel)  # type: ignore[no-untyped-call]
+        stub = rpc_pb2_grpc.ClusterStub(channel)
         try:
             return list(stub.MemberList(pb.MemberListRequest(), timeout=timeout).members)
         except grpc.RpcError:

@@ -44,7 +44,7 @@ def member_pb(m: Member) -> pb.Member:
     )
 
 
-class ClusterService(rpc_pb2_grpc.ClusterServicer):
+class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
     def __init__(
         self,
         node: RaftNode,
@@ -220,4 +220,4 @@ async def _check_urls(context: Any, urls: list[str]) -> None:
 
 
 def add_to_server(server: Any, service: ClusterService) -> None:
-    rpc_pb2_grpc.add_ClusterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_ClusterServicer_to_server(service, server)

@@ -183,7 +183,8 @@ async def _first_put(h: NodeHandle, prefix: bytes, start_revision: int) -> kv_pb
             resp = await watch.next()
             for ev in resp.events:
                 if ev.type == _PUT:
-                    return ev.kv
+                    leader: kv_pb2.KeyValue = ev.kv  # the container's items are untyped
+                    return leader
 
 
 def _leader_response(

@@ -18,7 +18,7 @@ from .handle import abort
 Header = Callable[[], pb.ResponseHeader]
 
 
-class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc]
     def __init__(
         self,
         node: RaftNode,
@@ -123,4 +123,4 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
 
 def add_to_server(server: Any, service: MaintenanceService) -> None:
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(service, server)

@@ -21,7 +21,7 @@ from .etcdpb import flotilla_pb2 as fpb
 from .etcdpb import flotilla_pb2_grpc
 
 
-class MembershipService(flotilla_pb2_grpc.MembershipServicer):
+class MembershipService(flotilla_pb2_grpc.MembershipServicer):  # type: ignore[misc]
     def __init__(self, node: RaftNode) -> None:
         self.node = node
 
@@ -80,4 +80,4 @@ class MembershipService(flotilla_pb2_grpc.MembershipServicer):
 
 
 def add_to_server(server: Any, service: MembershipService) -> None:
-    flotilla_pb2_grpc.add_MembershipServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    flotilla_pb2_grpc.add_MembershipServicer_to_server(service, server)
