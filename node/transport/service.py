@@ -43,13 +43,14 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         self._on_message = on_message
         self._on_lease_renew = on_lease_renew
 
-    def _foreign(self, cluster_id: int, from_id: int) -> str | None:
-        if cluster_id == self._cluster_id:
-            return None
-        return (
-            f"member {from_id:x} of cluster {cluster_id:x} reached member "
-            f"{self._member_id:x} of cluster {self._cluster_id:x}"
-        )
+    async def _refuse_foreign(self, context: Any, cluster_id: int, from_id: int) -> None:
+        """End the call unless the sender belongs to this member's cluster."""
+        if cluster_id != self._cluster_id:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"member {from_id:x} of cluster {cluster_id:x} reached member "
+                f"{self._member_id:x} of cluster {self._cluster_id:x}",
+            )
 
     async def Send(
         self, request_iterator: AsyncIterator[pb.MessageBatch], context: Any
@@ -61,9 +62,7 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         reply_urls = reply.split(",") if reply else []
         on_sender = self._on_sender if reply_urls else None
         async for batch in request_iterator:
-            refusal = self._foreign(batch.cluster_id, batch.from_id)
-            if refusal is not None:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            await self._refuse_foreign(context, batch.cluster_id, batch.from_id)
             try:
                 messages = open_batch(batch)
             except ChecksumError as exc:
@@ -100,9 +99,7 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
     async def LeaseRenew(
         self, request: pb.LeaseRenewRequest, context: Any
     ) -> pb.LeaseRenewResponse:
-        refusal = self._foreign(request.cluster_id, request.from_id)
-        if refusal is not None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+        await self._refuse_foreign(context, request.cluster_id, request.from_id)
         try:
             ttl = await self._on_lease_renew(request.lease_id)
         except Exception as exc:
@@ -112,9 +109,7 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
     async def LeaseRenewBatch(
         self, request: pb.LeaseRenewBatchRequest, context: Any
     ) -> pb.LeaseRenewBatchResponse:
-        refusal = self._foreign(request.cluster_id, request.from_id)
-        if refusal is not None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+        await self._refuse_foreign(context, request.cluster_id, request.from_id)
         ttls = []
         for lease_id in request.lease_ids:
             try:

@@ -188,6 +188,11 @@ def test_another_cluster_is_refused() -> None:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.LeaseRenew(pb.LeaseRenewRequest(cluster_id=0xBAD, lease_id=1))
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.LeaseRenewBatch(
+                    pb.LeaseRenewBatchRequest(cluster_id=0xBAD, lease_ids=[1])
+                )
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert b.got == []
         await b.stop()
         await stranger.stop()
