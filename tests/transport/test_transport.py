@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
 from flotilla.node.transport.peer import UnknownPeerError, grpc_target
 from flotilla.node.transport.renewals import NOT_FOUND
 from flotilla.node.transport.reports import Report, ReportKind
+from flotilla.node.transport.service import RaftPeerService
 
 
 def commits(ms: list[Message]) -> list[int]:
@@ -290,19 +292,23 @@ def test_lease_renew_to_a_leader_without_batches_goes_one_lease_per_call() -> No
                 raise LeaseNotFoundError()
             return 60
 
-        leader = Member(1, lease_renew=renew)
+        class EarlierLeader(RaftPeerService):
+            async def LeaseRenewBatch(self, request: object, context: Any) -> None:
+                # What a server of that version answers: the method is not registered.
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
 
-        async def unimplemented(request: object, context: grpc.aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-
-        leader.transport._service.LeaseRenewBatch = unimplemented  # type: ignore[method-assign]
-        await leader.start()
+        server = grpc.aio.server()
+        pb_grpc.add_RaftPeerServicer_to_server(
+            EarlierLeader(CLUSTER, 1, lambda m: None, renew), server
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
         follower = await Member(2).start()
-        follower.transport.set_peers({1: [leader.url]})
+        follower.transport.set_peers({1: [f"http://127.0.0.1:{port}"]})
         got = await asyncio.gather(*(follower.transport.lease_renew(1, i) for i in (5, 404, 6)))
         assert got == [60, NOT_FOUND, 60]
         assert sorted(renewed) == [5, 6, 404]
-        await leader.stop()
+        await server.stop(None)
         await follower.stop()
 
     run(body())
