@@ -88,6 +88,19 @@ def snapshot_installed(core: RaftCore, index: int, term: int, seconds: float) ->
     )
 
 
+def stood_still(core: RaftCore, seconds: float) -> None:
+    """The driver's loop did not run for ``seconds`` (a stopped process, a starved machine):
+    the lost ticks are skipped, and a read lease measured in them is dropped."""
+    lease = "; its read lease is dropped" if core.lease_ticks > 0 else ""
+    raft_event(
+        logging.WARNING,
+        f"stood still for {seconds * 1000:.0f} ms: the missed ticks are skipped{lease}",
+        core,
+        event="stood_still",
+        duration_ms=round(seconds * 1000, 1),
+    )
+
+
 class SlowFsync:
     """Reports synced writes slower than ``SLOW_FSYNC_SECONDS``, at most once per interval."""
 

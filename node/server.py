@@ -297,6 +297,7 @@ class RaftNode:
                 if now - next_tick > 10 * self._tick_seconds:
                     # After a long pause, don't catch up; but the ticks no longer count the
                     # time that passed, so a lease measured in them cannot be trusted.
+                    events.stood_still(self.core, now - next_tick)
                     next_tick = now + self._tick_seconds
                     self.core.forget_lease()
             if self._failure is not None:

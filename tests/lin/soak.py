@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--faults", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}"
     )
+    parser.add_argument(
+        "--member-flag",
+        action="append",
+        default=[],
+        help="an extra flotilla-node flag for every member (repeatable), e.g. "
+        "--member-flag=--leader-lease-reads",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data and logs")
     parser.add_argument("--verbose", action="store_true", help="print every fault injected")
     args = parser.parse_args(argv)
@@ -44,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     root = Path(tempfile.mkdtemp(prefix="flotilla-soak-"))
-    cluster = NetnsCluster(root, 3, extra_flags=["--snapshot-count=1000"])
+    cluster = NetnsCluster(root, 3, extra_flags=["--snapshot-count=1000", *args.member_flag])
     cluster.setup_network()
     totals, faults_done = Counts(), Counter[str]()
     anomalies: list[str] = []
     verdicts: Counter[str] = Counter()
     deadline = time.monotonic() + args.minutes * 60
-    print(f"soak: seed {seed}, {args.minutes} minutes, data and logs in {root}", flush=True)
+    flags = f", flags {' '.join(args.member_flag)}" if args.member_flag else ""
+    print(f"soak: seed {seed}, {args.minutes} minutes{flags}, data and logs in {root}", flush=True)
     try:
         cluster.start()
         cluster.wait_healthy()

@@ -102,6 +102,8 @@ def test_a_leader_paused_past_its_lease_serves_no_stale_read(lease_cluster: Netn
     out, _ = read.communicate(timeout=30)
     assert "before" not in out, "the resumed old leader served a stale read from its lease"
     assert read.returncode != 0, f"a read on the cut-off old leader succeeded: {out}"
+    said = old.log_path.read_text()
+    assert "stood still for" in said and "its read lease is dropped" in said, said[-2000:]
     cluster.heal()
     wait_for(
         "the old leader to catch up",
