@@ -58,6 +58,9 @@ def with_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
         "snapshotCount": DEFAULT_SNAPSHOT_COUNT,
         **(out.get("raft") or {}),
     }
+    if not out["raft"].get("leaderLeaseReads", False):
+        # Off is the default the schema leaves unset: spelling it out is the same spec.
+        out["raft"].pop("leaderLeaseReads", None)
     out.setdefault("quotaBytes", DEFAULT_QUOTA_BYTES)
     out.setdefault("pvcRetentionPolicy", RETAIN)
     out.setdefault("resources", {})

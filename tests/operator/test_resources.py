@@ -156,6 +156,7 @@ def test_leader_lease_reads_reach_the_flags_only_when_asked_for() -> None:
     on = body(raft={"leaderLeaseReads": True})
     assert flags(resources.statefulset(on))["leader-lease-reads"] == "true"
     assert config_hash(on["spec"]) != config_hash(BODY["spec"])
+    assert config_hash(off["spec"]) == config_hash(BODY["spec"])  # no roll for spelling it out
 
 
 def test_pods_created_after_the_bootstrap_join_an_existing_cluster() -> None:
