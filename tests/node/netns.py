@@ -106,6 +106,13 @@ class NetnsCluster(ProcessCluster):
         cmd = ("ip", "netns", "exec", m.netns, "tc", "qdisc", "replace", "dev", dev, "root")
         if sh(*cmd, "netem", *spec, check=False).returncode == 0:
             return "netem"
+        lines: dict[str, subprocess.Popen[str]] = getattr(self, "delay_lines", {})
+        old = lines.pop(m.netns, None)
+        if old is not None:
+            # Replaced, as tc replaces a qdisc: one line per namespace can hold its queue.
+            old.kill()
+            old.wait()
+            sh("ip", "netns", "exec", m.netns, "iptables", "-F", "OUTPUT")
         line = subprocess.Popen(
             ["ip", "netns", "exec", m.netns, sys.executable, "-m", "tests.node.delayline",
              "--queue", "1", "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms),
@@ -116,7 +123,7 @@ class NetnsCluster(ProcessCluster):
         if line.stdout.readline().strip() != "ready":
             line.kill()
             raise RuntimeError(f"the delay line in {m.netns} did not start (exit {line.wait()})")
-        self.delay_lines = [*getattr(self, "delay_lines", []), line]
+        self.delay_lines = {**lines, m.netns: line}
         # Queued only while the line is there to answer: a gone line lets packets pass.
         sh("ip", "netns", "exec", m.netns, "iptables", "-A", "OUTPUT", "-o", dev, "-j",
            "NFQUEUE", "--queue-num", "1", "--queue-bypass")  # fmt: skip
@@ -197,11 +204,11 @@ class NetnsCluster(ProcessCluster):
                 )
 
     def _stop_delay_lines(self) -> None:
-        for line in getattr(self, "delay_lines", []):
+        for line in getattr(self, "delay_lines", {}).values():
             line.kill()
             line.wait()
         if hasattr(self, "delay_lines"):
-            self.delay_lines = []
+            self.delay_lines = {}
 
     def teardown_network(self) -> None:
         self._stop_delay_lines()

@@ -123,7 +123,8 @@ def test_a_delayed_link_delays_and_a_lossy_one_drops(cluster: NetnsCluster) -> N
     # kernel has no netem. A TCP handshake waits for the member's SYN-ACK, which leaves
     # through the shaped link.
     m = cluster.members[0]
-    how = cluster.netem(m, 300)
+    cluster.netem(m, 100)
+    how = cluster.netem(m, 300)  # the same fault again on one member replaces the first
     took = _connect_seconds(m, timeout=10)
     assert took >= 0.3, f"a handshake over a link delayed 300 ms ({how}) took {took:.3f} s"
     etcdctl(cluster.endpoints, "put", "slow", "but-there", "--command-timeout=10s")
