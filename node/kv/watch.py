@@ -224,18 +224,25 @@ class WatchStream:
 
         Draining makes room, so lagging watchers of this stream are caught up right here.
         """
-        out: list[bytes] = []
+        out: list[bytes | _Merged] = []
+        # A watcher's response still open for the events of later applies in this take: a
+        # lagging stream sends one response per watcher rather than one per apply. Never
+        # past a control response, so events and control responses keep their order.
+        open_: dict[Watcher, _Merged] = {}
         queue = self.queue
         limit = self._hub.max_response_bytes
         base = header if header is not None else ResponseHeader()
         heads: dict[int, bytes] = {}
-        while queue and len(out) < max_items:
+        taken = 0
+        while queue and taken < max_items:
+            taken += 1
             item = queue.popleft()
             if isinstance(item, WatchResponse):
                 rev = item.header.revision
                 item.header.CopyFrom(base)
                 item.header.revision = rev
                 out.append(item.SerializeToString())
+                open_.clear()
                 continue
             self.pending -= 1
             w, batch, revision = item
@@ -246,13 +253,36 @@ class WatchStream:
                 resp = WatchResponse.FromString(_head(heads, base, revision) + blob)
                 resp.watch_id = w.id
                 out.extend(part.SerializeToString() for part in _fragments(resp, limit))
+                open_.pop(w, None)
                 continue
-            wid = _WATCH_ID_TAG + _varint(w.id) if w.id else b""
-            out.append(_head(heads, base, revision) + wid + blob)
+            merged = open_.get(w)
+            if merged is not None and merged.size + len(blob) <= limit:
+                merged.blobs.append(blob)
+                merged.size += len(blob)
+                merged.revision = revision
+                continue
+            open_[w] = merged = _Merged(w.id, revision, blob)
+            out.append(merged)
         # Catch up in large steps (below half full), not one watcher per freed slot.
         if self.unsynced and self.pending <= self.max_pending // 2:
             self._hub.catch_up(self)
-        return out
+        return [r if isinstance(r, bytes) else r.encode(heads, base) for r in out]
+
+
+class _Merged:
+    """One watcher's events from one or more applies, as one response."""
+
+    __slots__ = ("blobs", "revision", "size", "watch_id")
+
+    def __init__(self, watch_id: int, revision: int, blob: bytes) -> None:
+        self.watch_id = watch_id
+        self.revision = revision
+        self.blobs = [blob]
+        self.size = len(blob)
+
+    def encode(self, heads: dict[int, bytes], base: ResponseHeader) -> bytes:
+        wid = _WATCH_ID_TAG + _varint(self.watch_id) if self.watch_id else b""
+        return _head(heads, base, self.revision) + wid + b"".join(self.blobs)
 
 
 class EventBatch:

@@ -264,6 +264,43 @@ def test_tick_catches_up_streams_that_drained_elsewhere(m: Machine) -> None:
     assert events(drain(s)) == [(PUT, b"k", base + 2)]
 
 
+def test_a_lagging_stream_sends_one_response_per_watcher(m: Machine) -> None:
+    # Three applies queued before the client reads: each watcher gets its events in one
+    # response at the last revision, not three; never merged past a control response, nor
+    # beyond the response size limit.
+    hub = WatchHub(m.store, max_response_bytes=2000)
+    base = m.store.revision
+    s = hub.open_stream()
+    a, b = create(s, b"a"), create(s, b"a", b"b")
+    drain(s)
+    for i in range(3):
+        apply(m, hub, put(b"a", b"%d" % i))
+    got = drain(s)
+    assert [(r.watch_id, r.header.revision, len(r.events)) for r in got] == [
+        (a, base + 3, 3),
+        (b, base + 3, 3),
+    ]
+    assert events(got, a) == [(PUT, b"a", base + 1), (PUT, b"a", base + 2), (PUT, b"a", base + 3)]
+
+    apply(m, hub, put(b"a"))
+    s.request_progress()
+    apply(m, hub, put(b"a"))
+    got = drain(s)
+    assert [(r.watch_id, r.header.revision, len(r.events)) for r in got] == [
+        (a, base + 4, 1),
+        (b, base + 4, 1),
+        (PROGRESS_ALL_ID, base + 4, 0),
+        (a, base + 5, 1),
+        (b, base + 5, 1),
+    ]
+
+    for _ in range(8):  # about 300 bytes of events each: no more than six fit in 2000
+        apply(m, hub, put(b"a", b"x" * 280))
+    got = [r for r in s.take(100) if r.watch_id == a]
+    assert [len(r.events) for r in got] == [6, 2]
+    assert all(r.ByteSize() < 2000 for r in got)
+
+
 def test_fragments(m: Machine) -> None:
     hub = WatchHub(m.store, max_response_bytes=2000)
     s = hub.open_stream()
