@@ -61,8 +61,10 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         reply = dict(context.invocation_metadata() or ()).get(REPLY_URLS)
         reply_urls = reply.split(",") if reply else []
         on_sender = self._on_sender if reply_urls else None
+        cluster_id = self._cluster_id
         async for batch in request_iterator:
-            await self._refuse_foreign(context, batch.cluster_id, batch.from_id)
+            if batch.cluster_id != cluster_id:  # checked here: no coroutine per batch
+                await self._refuse_foreign(context, batch.cluster_id, batch.from_id)
             try:
                 messages = open_batch(batch)
             except ChecksumError as exc:
