@@ -11,13 +11,50 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
 from tests.kube.kubectl import kubectl, wait_for
 from tests.kube.localkube import cli, controlplane, procs
 from tests.kube.localkube.config import REPO_ROOT, Config, binaries_dir
+
+# Fixtures whose value is the namespace a test's pods run in, or holds it as `.namespace`.
+_NAMESPACE_FIXTURES = ("namespace", "operated", "operator")
+POD_LOG_LINES = 150
+
+
+def pod_logs(namespace: str, lines: int = POD_LOG_LINES) -> str:
+    """The last lines of every container of every pod in the namespace.
+
+    Pods are deleted with the test's namespace, and their logs with them, so a failure has
+    to be read before the teardown. The local kubelet appends a restarted container's
+    output to the same log, so the tail spans restarts.
+    """
+    pods = kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).split()
+    parts = []
+    for pod in pods:
+        args = ["logs", pod, "-n", namespace, "--all-containers", f"--tail={lines}"]
+        parts.append(f"== {pod} ==\n{kubectl(*args, check=False)}")
+    return "\n".join(parts) or f"(no pods in {namespace})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    """On a failed test, add its pods' logs to the report, read before the namespace goes."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    for name in _NAMESPACE_FIXTURES:
+        ns = funcargs.get(name)
+        ns = getattr(ns, "namespace", ns)
+        if isinstance(ns, str):
+            report.sections.append((f"pod logs in {ns}", pod_logs(ns)))
+            return
 
 
 def _running(cfg: Config) -> bool:
