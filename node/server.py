@@ -33,7 +33,7 @@ from .config import NodeConfig
 from .kv.requests import HEADER_SIZE, ID_SIZE
 from .members import Member, decode_members, encode_members
 from .proposals import PendingProposal, Waiters
-from .raft.core import Config, InitialState, RaftCore, Role
+from .raft.core import Config, InitialState, RaftCore, Role, catch_up
 from .raft.errors import ProposalDropped
 from .raft.types import (
     NONE,
@@ -291,15 +291,17 @@ class RaftNode:
                 timer.cancel()
             self._wake.clear()
             now = loop.time()
-            while now >= next_tick:
-                self.core.tick()
-                next_tick += self._tick_seconds
-                if now - next_tick > 10 * self._tick_seconds:
-                    # After a long pause, don't catch up; but the ticks no longer count the
-                    # time that passed, so a lease measured in them cannot be trusted.
+            if now >= next_tick:
+                missed = int((now - next_tick) / self._tick_seconds) + 1
+                ticks, lost = catch_up(missed)
+                for _ in range(ticks):
+                    self.core.tick()
+                if lost:
                     events.stood_still(self.core, now - next_tick)
-                    next_tick = now + self._tick_seconds
                     self.core.forget_lease()
+                    next_tick = now + self._tick_seconds
+                else:
+                    next_tick += missed * self._tick_seconds
             if self._failure is not None:
                 raise self._failure
             try:

@@ -52,6 +52,22 @@ class Role(enum.Enum):
     LEADER = "leader"
 
 
+# A driver that missed more tick deadlines than this (its process stood still, or a turn
+# ran long) ticks once instead of catching up: a burst of ticks would only start elections.
+MAX_CATCH_UP_TICKS = 11
+
+
+def catch_up(missed: int) -> tuple[int, bool]:
+    """How a driver makes up for ``missed`` tick deadlines: (ticks to run, time lost).
+
+    When time is lost the ticks no longer count the time that passed, so a lease measured in
+    them says nothing; the driver then calls ``forget_lease``.
+    """
+    if missed > MAX_CATCH_UP_TICKS:
+        return 1, True
+    return missed, False
+
+
 # Messages that depend on nothing this member has yet to persist may leave at once; the
 # leader's appends in particular go out while its own write is in flight (§10.2.1).
 _SEND_AT_ONCE = frozenset(
@@ -141,9 +157,12 @@ class RaftCore:
         self.lease_ticks = (
             self.cfg.election_tick - 2 if self.cfg.lease_reads and self.cfg.check_quorum else 0
         )
-        # With lease reads a freshly (re)started member stays out of elections for one
-        # election timeout: it may have acknowledged a lease just before it crashed.
-        self._quiet_ticks = self.cfg.election_tick if self.lease_ticks > 0 else 0
+        # A restarted member stays out of elections for one election timeout: it may have
+        # acknowledged a leader's lease just before it went down, and forgot when. This holds
+        # whether or not the member itself uses lease reads, since the leader's flag is what
+        # counts and members change it one at a time. A member that never had a term never
+        # acknowledged anything, so a new cluster elects at once.
+        self._quiet_ticks = self.cfg.election_tick if self.cfg.check_quorum and hs.term else 0
 
         self.votes: dict[int, bool] = {}
         self._departing: dict[int, int] = {}  # removed member -> tick until which it hears

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from flotilla.node.raft.core import Config
+from flotilla.node.raft.core import Config, catch_up
 from flotilla.node.raft.errors import RaftError
 
 from .cluster import Cluster, InvariantViolation
@@ -125,20 +125,18 @@ class Simulation:
         self.paused[victim] = (c.time, c.time + length)
 
     def _resume(self, i: int, since: int) -> None:
-        """Tick as the driver does after a pause: every missed tick when there are at most
-        eleven of them, otherwise one, and the lease forgotten (``RaftNode.run``)."""
+        """Tick as the driver does after a pause (``RaftNode.run``)."""
         core = self.c[i]
         missed = sum(
             1
             for t in range(since + 1, self.c.time + 1)
             if (t + self.phase_offset[i]) % TICK_EVERY == 0
         )
-        if missed > 11:
+        ticks, lost = catch_up(missed)
+        for _ in range(ticks):
             core.tick()
+        if lost:
             core.forget_lease()
-        else:
-            for _ in range(missed):
-                core.tick()
 
     def _conf_change(self) -> None:
         c, rng = self.c, self.rng

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from flotilla.node.raft.core import Config, InitialState, RaftCore, Role
+from flotilla.node.raft.core import (
+    MAX_CATCH_UP_TICKS,
+    Config,
+    InitialState,
+    RaftCore,
+    Role,
+    catch_up,
+)
 from flotilla.node.raft.errors import ConfChangeRejected, ProposalDropped
 from flotilla.node.raft.types import (
     COMMIT_ONLY,
@@ -501,6 +508,40 @@ def test_a_forgotten_lease_is_not_renewed_by_a_round_started_before_it() -> None
     c.send(1, rd.messages)
     c.stabilize()
     assert c[1].has_lease(), "a round started after the pause grants the lease again"
+
+
+def test_a_driver_catches_up_on_a_few_missed_ticks_and_skips_many() -> None:
+    assert catch_up(1) == (1, False)
+    assert catch_up(MAX_CATCH_UP_TICKS) == (MAX_CATCH_UP_TICKS, False)
+    assert catch_up(MAX_CATCH_UP_TICKS + 1) == (1, True)
+    assert catch_up(10_000) == (1, True)
+
+
+def test_a_member_restarted_without_lease_reads_does_not_unseat_a_leasing_leader() -> None:
+    # Turning lease reads off member by member: the leader still answers from its lease while
+    # a follower restarted without the flag forgot that it acknowledged that lease.
+    c = Cluster(3, config=lambda i: Config(i, lease_reads=i == 1))
+    c.elect(1)
+    c.tick([1], n=2)
+    c.stabilize()
+    assert c[1].has_lease()
+    c.crash(3)
+    c.restart(3)
+    c.partition([1], [2, 3])
+    c[2].campaign()
+    c.stabilize()
+    assert c[2].role != Role.LEADER, "a restarted member voted at once"
+    assert c[1].has_lease()
+    # One election timeout after its restart the member votes again.
+    lead = elect_among(c, [2, 3])
+    assert c[lead].term > c[1].term
+
+
+def test_a_new_cluster_elects_without_waiting_out_the_quiet_period() -> None:
+    c = Cluster(3)
+    c[1].campaign()
+    c.stabilize()
+    assert c.leader() == 1
 
 
 def test_read_without_leader_is_refused() -> None:
