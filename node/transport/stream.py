@@ -189,15 +189,22 @@ class PeerStream:
                 self.urls[self._url_index],
                 _describe(error),
             )
-            self.connected = False
+            reached, self.connected = self.connected, False
             failures += 1
             self._drop_queue()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
-            if len(self.urls) > 1:
-                await self._next_url()
+            if not reached or len(self.urls) > 1:
+                await self._reopen()
 
-    async def _next_url(self) -> None:
+    async def _reopen(self) -> None:
+        """A new channel, to the next URL if there are several.
+
+        A channel that could not reach its peer is replaced rather than retried: gRPC backs
+        off failed name resolutions on its own, from 1 s up to 2 minutes and regardless of
+        the channel options, and a peer that does not exist yet (the pod of a learner just
+        added, a recreated pod) has no DNS record. A new channel resolves the name at once.
+        """
         await self.channel.close()
         self._url_index = (self._url_index + 1) % len(self.urls)
         self.channel = open_channel(self.urls[self._url_index], self._credentials, CHANNEL_OPTIONS)
