@@ -130,6 +130,7 @@ class Member:
             self.cfg.member_id,
             on_message=node.deliver,
             on_lease_renew=self.sm.renew_locally,
+            on_lease_remaining=self.sm.remaining_locally,
             snapshot_source=self.storage.load_snapshot,
             on_report=node.wake,
             on_members=lambda: encode_members(node.members.values()),

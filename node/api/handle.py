@@ -59,6 +59,12 @@ class NodeHandle(Protocol):
         """Renew a lease on the leader (forwarding if need be); return its TTL."""
         ...
 
+    async def lease_remaining(self, lease_id: int) -> int | None:
+        """Whole seconds the leader's clock gives the lease (asking the leader if need be),
+        -1 if the leader knows no such lease; None when only the granted TTL is known here
+        (a leader of an earlier version)."""
+        ...
+
 
 def fill_header(header: rpc_pb2.ResponseHeader, handle: NodeHandle, revision: int = 0) -> None:
     """Complete a response header: member identity, term, and revision if not yet set."""

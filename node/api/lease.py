@@ -68,6 +68,17 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):  # type: ignore[misc]
         except EtcdError as err:
             await abort(context, err)
         resp = h.lessor.time_to_live(request.ID, request.keys, time.monotonic())
+        if resp.TTL != -1 and not h.lessor.primary:
+            # Only the leader runs lease clocks; elsewhere the lessor knows the granted TTL.
+            # etcd forwards the request to the leader, and so do we, for the time left.
+            try:
+                remaining = await h.lease_remaining(request.ID)
+            except EtcdError as err:
+                await abort(context, err)
+            if remaining == -1:  # revoked or expired since the barrier: the leader knows
+                resp = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
+            elif remaining is not None:
+                resp.TTL = remaining
         fill_header(resp.header, h)
         return resp
 

@@ -32,6 +32,7 @@ from .errors import (
     LeaseNotFoundError,
     NoLeaderError,
     NoSpaceError,
+    NotLeaderError,
     RequestTimeoutError,
 )
 from .lease import Lessor, min_ttl_for
@@ -247,6 +248,27 @@ class KvStateMachine:
     async def renew_locally(self, lease_id: int) -> int:
         """A follower forwarded a keep-alive to us (the leader)."""
         return self.lessor.renew(lease_id, time.monotonic())
+
+    async def lease_remaining(self, lease_id: int) -> int | None:
+        node = self.node
+        assert node is not None
+        if node.is_leader:
+            return self.remaining_locally(lease_id)
+        if not node.leader_id:
+            raise NoLeaderError()
+        try:
+            remaining: int | None = await node.transport.lease_remaining(node.leader_id, lease_id)
+        except EtcdError:
+            raise
+        except Exception as exc:  # unreachable, timed out, no longer the leader
+            raise _unavailable(exc) from exc
+        return remaining
+
+    def remaining_locally(self, lease_id: int) -> int:
+        """A follower asks us (the leader) how long a lease has left; -1: no such lease."""
+        if not self.lessor.primary:
+            raise NotLeaderError()
+        return int(self.lessor.time_to_live(lease_id, now=time.monotonic()).TTL)
 
 
 GROWING_REQUESTS = (pb.PutRequest, pb.TxnRequest, pb.LeaseGrantRequest)

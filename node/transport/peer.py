@@ -81,6 +81,7 @@ class Transport:
         *,
         on_report: Callable[[], None] | None = None,
         on_members: Callable[[], bytes] | None = None,
+        on_lease_remaining: Callable[[int], int] | None = None,
         max_queue_messages: int = 4096,
         max_queue_bytes: int = 32 << 20,
         snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
@@ -99,7 +100,13 @@ class Transport:
         self.cluster_id = cluster_id
         self.member_id = member_id
         self._service = RaftPeerService(
-            cluster_id, member_id, on_message, on_lease_renew, on_members, self.note_sender
+            cluster_id,
+            member_id,
+            on_message,
+            on_lease_renew,
+            on_members,
+            self.note_sender,
+            on_lease_remaining,
         )
         self._snapshot_source = snapshot_source
         self._reports = Reports(on_report)
@@ -282,6 +289,27 @@ class Transport:
         status (e.g. UNAVAILABLE when it no longer leads).
         """
         return await self._renewals.renew(leader_id, lease_id)
+
+    async def lease_remaining(self, leader_id: int, lease_id: int) -> int | None:
+        """Seconds the leader gives the lease, ``renewals.NOT_FOUND`` if it knows none, or
+        None from a leader of an earlier version, which cannot say.
+
+        Raises :class:`UnknownPeerError`, or ``grpc.aio.AioRpcError`` with the leader's
+        status (e.g. UNAVAILABLE when it no longer leads).
+        """
+        stream = self._peers.get(leader_id)
+        if stream is None:
+            raise UnknownPeerError(f"no peer URL known for member {leader_id:x}")
+        request = pb.LeaseRenewRequest(
+            cluster_id=self.cluster_id, from_id=self.member_id, lease_id=lease_id
+        )
+        try:
+            response = await stream.stub.LeaseRemaining(request, timeout=RENEW_TIMEOUT)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return None
+            raise
+        return int(response.ttl)
 
     async def _renew_batch(self, leader_id: int, lease_ids: list[int]) -> list[int]:
         stream = self._peers.get(leader_id)

@@ -35,8 +35,10 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         on_lease_renew: Callable[[int], Awaitable[int]],
         on_members: Callable[[], bytes] | None = None,
         on_sender: Callable[[int, list[str]], None] | None = None,
+        on_lease_remaining: Callable[[int], int] | None = None,
     ) -> None:
         self._on_members = on_members
+        self._on_lease_remaining = on_lease_remaining
         self._on_sender = on_sender
         self._cluster_id = cluster_id
         self._member_id = member_id
@@ -124,6 +126,19 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
                 # Anything else (no longer the leader) is the whole call's answer.
                 await context.abort(code, str(exc))
         return pb.LeaseRenewBatchResponse(ttls=ttls)
+
+    async def LeaseRemaining(
+        self, request: pb.LeaseRenewRequest, context: Any
+    ) -> pb.LeaseRemainingResponse:
+        await self._refuse_foreign(context, request.cluster_id, request.from_id)
+        if self._on_lease_remaining is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "lease clocks are not served here")
+        assert self._on_lease_remaining is not None
+        try:
+            ttl = self._on_lease_remaining(request.lease_id)
+        except Exception as exc:
+            await context.abort(_status_of(exc), str(exc))
+        return pb.LeaseRemainingResponse(ttl=ttl)
 
     async def Members(self, request: pb.MembersRequest, context: Any) -> pb.MembersResponse:
         if request.cluster_id != self._cluster_id:

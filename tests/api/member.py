@@ -73,6 +73,9 @@ class SingleMember:
     async def lease_renew(self, lease_id: int) -> int:
         return self.lessor.renew(lease_id, time.monotonic())
 
+    async def lease_remaining(self, lease_id: int) -> int | None:
+        return self.lessor.time_to_live(lease_id, now=time.monotonic()).TTL
+
     async def housekeeping(self, interval: float = 0.05) -> None:
         """The driver's timer duties: lease expiry (as leader) and the watch hub's tick."""
         while True:

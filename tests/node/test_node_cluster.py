@@ -157,6 +157,29 @@ def test_keep_alives_through_a_follower_renew_on_the_leader(cluster3: ProcessClu
     assert 25 <= int(left["ttl"]) <= 30  # type: ignore[index]
 
 
+def test_time_to_live_on_a_follower_is_the_leaders_clock(cluster3: ProcessCluster) -> None:
+    """Only the leader runs lease clocks; a follower asks it, as etcd forwards the call, so a
+    registration checked through any member shows the time it really has left."""
+    leader = cluster3.wait_leader()
+    follower = next(m for m in cluster3.members if m is not leader)
+    lease = etcdctl(leader.endpoint, "lease", "grant", "30").stdout.split()[1]
+    etcdctl(leader.endpoint, "put", "svc/ttl", "up", f"--lease={lease}")
+
+    def ttl(endpoint: str) -> int:
+        return int(etcdctl_json(endpoint, "lease", "timetolive", lease)["ttl"])  # type: ignore[arg-type]
+
+    wait_for("the lease to run for 2 s on the leader", lambda: ttl(leader.endpoint) <= 28, 10)
+    on_leader = ttl(leader.endpoint)
+    on_follower = ttl(follower.endpoint)
+    assert on_follower <= on_leader, f"follower says {on_follower} s, leader {on_leader} s"
+    assert on_follower >= on_leader - 2
+    keys = etcdctl(follower.endpoint, "lease", "timetolive", lease, "--keys").stdout
+    assert "granted with TTL(30s)" in keys and "attached keys([svc/ttl])" in keys, keys
+    etcdctl(leader.endpoint, "lease", "revoke", lease)
+    gone = etcdctl(follower.endpoint, "lease", "timetolive", lease).stdout
+    assert "already expired" in gone, gone
+
+
 def test_bad_requests_get_etcds_errors_and_change_nothing(cluster3: ProcessCluster) -> None:
     eps = cluster3.endpoints
     etcdctl(eps, "put", "k", "v")

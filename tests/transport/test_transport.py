@@ -16,7 +16,7 @@ import grpc
 import pytest
 from peers import CLUSTER, Member, eventually, free_port, heartbeats, run
 
-from flotilla.node.kv.errors import LeaseNotFoundError, NoLeaderError
+from flotilla.node.kv.errors import LeaseNotFoundError, NoLeaderError, NotLeaderError
 from flotilla.node.raft.types import Entry, Message, MessageType
 from flotilla.node.transport.codec import seal
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
@@ -246,6 +246,9 @@ def test_another_cluster_is_refused() -> None:
                     pb.LeaseRenewBatchRequest(cluster_id=0xBAD, lease_ids=[1])
                 )
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.LeaseRemaining(pb.LeaseRenewRequest(cluster_id=0xBAD, lease_id=1))
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert b.got == []
         await b.stop()
         await stranger.stop()
@@ -326,6 +329,33 @@ def test_lease_renew_reaches_the_leader() -> None:
             await follower.transport.lease_renew(3, 7)
         await leader.stop()
         await follower.stop()
+
+    run(body())
+
+
+def test_a_leases_time_left_comes_from_the_leaders_clock() -> None:
+    async def body() -> None:
+        def remaining(lease_id: int) -> int:
+            if lease_id == 503:
+                raise NotLeaderError()
+            return NOT_FOUND if lease_id == 404 else 17
+
+        leader = await Member(1, on_lease_remaining=remaining).start()
+        # A member that cannot say: what a leader of an earlier version answers.
+        earlier = await Member(3).start()
+        follower = await Member(2).start()
+        follower.transport.set_peers({1: [leader.url], 3: [earlier.url]})
+        assert await follower.transport.lease_remaining(1, 7) == 17
+        assert await follower.transport.lease_remaining(1, 404) == NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await follower.transport.lease_remaining(1, 503)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.details() == "etcdserver: not leader"
+        assert await follower.transport.lease_remaining(3, 7) is None
+        with pytest.raises(UnknownPeerError):
+            await follower.transport.lease_remaining(4, 7)
+        for m in (leader, earlier, follower):
+            await m.stop()
 
     run(body())
 

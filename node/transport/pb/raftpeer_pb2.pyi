@@ -132,6 +132,12 @@ class LeaseRenewResponse(_message.Message):
     ttl: int
     def __init__(self, ttl: _Optional[int] = ...) -> None: ...
 
+class LeaseRemainingResponse(_message.Message):
+    __slots__ = ("ttl",)
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    ttl: int
+    def __init__(self, ttl: _Optional[int] = ...) -> None: ...
+
 class LeaseRenewBatchRequest(_message.Message):
     __slots__ = ("cluster_id", "from_id", "lease_ids")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]

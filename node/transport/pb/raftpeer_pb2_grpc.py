@@ -54,6 +54,11 @@ class RaftPeerStub:
                 request_serializer=raftpeer__pb2.LeaseRenewBatchRequest.SerializeToString,
                 response_deserializer=raftpeer__pb2.LeaseRenewBatchResponse.FromString,
                 _registered_method=True)
+        self.LeaseRemaining = channel.unary_unary(
+                '/flotilla.raftpeer.RaftPeer/LeaseRemaining',
+                request_serializer=raftpeer__pb2.LeaseRenewRequest.SerializeToString,
+                response_deserializer=raftpeer__pb2.LeaseRemainingResponse.FromString,
+                _registered_method=True)
         self.Members = channel.unary_unary(
                 '/flotilla.raftpeer.RaftPeer/Members',
                 request_serializer=raftpeer__pb2.MembersRequest.SerializeToString,
@@ -93,6 +98,15 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseRemaining(self, request, context):
+        """A follower asks the leader, which alone runs lease clocks, how long a lease has left
+        (a client's LeaseTimeToLive); the request names the lease as a renewal does. A leader of
+        an earlier version answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Members(self, request, context):
         """A member joining an existing cluster learns the member list (and its own id) from a peer.
         """
@@ -122,6 +136,11 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.LeaseRenewBatch,
                     request_deserializer=raftpeer__pb2.LeaseRenewBatchRequest.FromString,
                     response_serializer=raftpeer__pb2.LeaseRenewBatchResponse.SerializeToString,
+            ),
+            'LeaseRemaining': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseRemaining,
+                    request_deserializer=raftpeer__pb2.LeaseRenewRequest.FromString,
+                    response_serializer=raftpeer__pb2.LeaseRemainingResponse.SerializeToString,
             ),
             'Members': grpc.unary_unary_rpc_method_handler(
                     servicer.Members,
@@ -237,6 +256,33 @@ class RaftPeer:
             '/flotilla.raftpeer.RaftPeer/LeaseRenewBatch',
             raftpeer__pb2.LeaseRenewBatchRequest.SerializeToString,
             raftpeer__pb2.LeaseRenewBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseRemaining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.raftpeer.RaftPeer/LeaseRemaining',
+            raftpeer__pb2.LeaseRenewRequest.SerializeToString,
+            raftpeer__pb2.LeaseRemainingResponse.FromString,
             options,
             channel_credentials,
             insecure,
