@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .kv import autocompact
 from .members import Member, cluster_id_of, member_id_of
 from .tls import TlsError, TlsFiles, check
 
@@ -46,6 +47,8 @@ class NodeConfig:
     member_id: int = 0
     cluster_id: int = 0
     leader_lease_reads: bool = False
+    auto_compaction_mode: str = autocompact.PERIODIC
+    auto_compaction_retention: float = 0.0  # seconds (periodic) or revisions; 0: off
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -145,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--election-timeout", type=int, default=1000, help="milliseconds")
     a("--snapshot-count", type=int, default=10_000, help="applied entries between snapshots")
     a("--quota-backend-bytes", type=int, default=2 * 1024**3)
+    a(
+        "--auto-compaction-mode",
+        default=autocompact.PERIODIC,
+        choices=list(autocompact.MODES),
+        help="periodic: keep a duration of history; revision: keep a number of revisions",
+    )
+    a(
+        "--auto-compaction-retention",
+        default="0",
+        help="periodic: hours (a number) or a duration such as 30m; revision: how many; "
+        "0 (the default): no automatic compaction",
+    )
     a("--listen-metrics-urls", default="", help="where /metrics, /health and /readyz answer")
     a(
         "--leader-lease-reads",
@@ -206,6 +221,12 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
         )
     if ns.snapshot_count < 1:
         raise ConfigError("--snapshot-count must be at least 1")
+    try:
+        retention = autocompact.parse_retention(
+            ns.auto_compaction_mode, ns.auto_compaction_retention
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--auto-compaction-retention: {exc}") from exc
     token = ns.initial_cluster_token
     adv_peer = _urls(ns.initial_advertise_peer_urls, "initial-advertise-peer-urls")
     initial = ns.initial_cluster or f"{ns.name}={','.join(adv_peer)}"
@@ -243,6 +264,8 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
         snapshot_count=ns.snapshot_count,
         quota_backend_bytes=ns.quota_backend_bytes,
         leader_lease_reads=ns.leader_lease_reads,
+        auto_compaction_mode=ns.auto_compaction_mode,
+        auto_compaction_retention=retention,
         listen_metrics_urls=(
             _urls(ns.listen_metrics_urls, "listen-metrics-urls") if ns.listen_metrics_urls else ()
         ),

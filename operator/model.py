@@ -61,6 +61,8 @@ def with_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
     if not out["raft"].get("leaderLeaseReads", False):
         # Off is the default the schema leaves unset: spelling it out is the same spec.
         out["raft"].pop("leaderLeaseReads", None)
+    if out.get("autoCompaction"):
+        out["autoCompaction"] = {"mode": "periodic", **out["autoCompaction"]}
     out.setdefault("quotaBytes", DEFAULT_QUOTA_BYTES)
     out.setdefault("pvcRetentionPolicy", RETAIN)
     out.setdefault("resources", {})

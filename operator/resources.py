@@ -161,7 +161,19 @@ def node_args(body: Mapping[str, Any], replicas: int, initial_cluster_state: str
         f"--listen-metrics-urls=http://0.0.0.0:{METRICS_PORT}",
         # Only when asked for: a flag every pod already running lacks would roll them all.
         *(["--leader-lease-reads=true"] if raft.get("leaderLeaseReads") else []),
+        *auto_compaction_args(spec),
         *tls_args(body),
+    ]
+
+
+def auto_compaction_args(spec: Mapping[str, Any]) -> list[str]:
+    """etcd's auto-compaction flags, only when the spec asks (pods without them keep going)."""
+    auto = spec.get("autoCompaction")
+    if not auto:
+        return []
+    return [
+        f"--auto-compaction-mode={auto['mode']}",
+        f"--auto-compaction-retention={auto['retention']}",
     ]
 
 

@@ -25,7 +25,7 @@ from ..api.services import add_services
 from ..config import NodeConfig
 from ..server import NOSPACE
 from ..transport import renewals
-from . import requests
+from . import autocompact, requests
 from .apply import Applier
 from .errors import (
     EtcdError,
@@ -65,6 +65,9 @@ class KvStateMachine:
         self.db_size = 0
         self._pending_events: tuple[list[Any], int] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._auto_compaction = autocompact.policy(
+            cfg.auto_compaction_mode, cfg.auto_compaction_retention
+        )
 
     def attach(self, node: RaftNode) -> None:
         self.node = node
@@ -178,7 +181,25 @@ class KvStateMachine:
                 if expired:
                     task = asyncio.create_task(self.propose(requests.LeaseExpire(tuple(expired))))
                     task.add_done_callback(_ignore_result)
+            if node is not None and self._auto_compaction is not None:
+                target = self._auto_compaction.observe(now, self.store.revision, node.is_leader)
+                if target is not None:
+                    asyncio.create_task(self._auto_compact(target)).add_done_callback(
+                        _ignore_result
+                    )
             self.watch_hub.tick(now)
+
+    async def _auto_compact(self, revision: int) -> None:
+        assert self._auto_compaction is not None
+        log.info("auto-compaction at revision %d (%s)", revision, self._auto_compaction.keeps)
+        try:
+            result = await self.propose(pb.CompactionRequest(revision=revision))
+        except EtcdError as err:
+            result = err
+        if isinstance(result, Exception):
+            # Compacted further already (a client, an earlier leader) or no longer leading:
+            # the next period tries again.
+            log.info("auto-compaction at revision %d not done: %s", revision, result)
 
     # -- NodeHandle ------------------------------------------------------------------------
 

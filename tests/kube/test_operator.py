@@ -587,6 +587,10 @@ def test_invalid_clusters_are_refused_with_a_readable_message(crd: None, namespa
     err = kubectl_error("apply", "-n", namespace, "-f", "-", stdin=_sample(replica=3))
     assert 'unknown field "spec.replica"' in err, err
 
+    by_time = {"mode": "revision", "retention": "5m"}
+    err = kubectl_error("apply", "-n", namespace, "-f", "-", stdin=_sample(autoCompaction=by_time))
+    assert "must be a number of revisions when mode is revision" in err, err
+
     kubectl("apply", "-n", namespace, "-f", "-", stdin=_sample())
     err = kubectl_error(
         "patch",

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import plyvel
 
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
+from flotilla.node.config import parse
 from flotilla.node.kv import requests
 from flotilla.node.kv.state import KvStateMachine
 
 
 def machine(path: Path) -> KvStateMachine:
     db: Any = plyvel.DB(str(path), create_if_missing=True)
-    cfg: Any = SimpleNamespace(election_timeout_ms=1000, data_dir=path)
-    return KvStateMachine(db, cfg)
+    return KvStateMachine(db, parse([f"--data-dir={path}"], environ={}))
 
 
 def apply(sm: KvStateMachine, index: int, *reqs: Any) -> None:

@@ -56,6 +56,28 @@ def test_leader_lease_reads_are_off_unless_asked_for() -> None:
         parse([*base, "--leader-lease-reads=maybe"], environ={})
 
 
+def test_auto_compaction_flags_read_as_etcds() -> None:
+    base = ["--name=a", "--initial-advertise-peer-urls=http://127.0.0.1:2380"]
+    off = parse(base, environ={})
+    assert (off.auto_compaction_mode, off.auto_compaction_retention) == ("periodic", 0.0)
+    assert (
+        parse([*base, "--auto-compaction-retention=1"], environ={}).auto_compaction_retention
+        == 3600
+    )
+    cfg = parse(
+        [*base, "--auto-compaction-mode=revision", "--auto-compaction-retention=1000"], environ={}
+    )
+    assert (cfg.auto_compaction_mode, cfg.auto_compaction_retention) == ("revision", 1000)
+    env = {"FLOTILLA_AUTO_COMPACTION_RETENTION": "30m"}
+    assert parse(base, environ=env).auto_compaction_retention == 1800
+    with pytest.raises(ConfigError, match="--auto-compaction-retention: '1d' is neither"):
+        parse([*base, "--auto-compaction-retention=1d"], environ={})
+    with pytest.raises(ConfigError, match="'5m' is not a number of revisions"):
+        parse([*base, "--auto-compaction-mode=revision", "--auto-compaction-retention=5m"], {})
+    with pytest.raises(ConfigError, match="invalid choice: 'daily'"):
+        parse([*base, "--auto-compaction-mode=daily"], environ={})
+
+
 def test_etcd_derives_the_same_member_id() -> None:
     # etcd's member ID for peer URL http://localhost:2380 and token "etcd-cluster"
     # (printed by `etcd` at first start; also in etcd's membership tests).

@@ -223,6 +223,40 @@ def test_a_member_restarted_after_compaction_catches_up_by_snapshot(tmp_path: Pa
         c.stop()
 
 
+def test_auto_compaction_keeps_its_retention_and_outlives_its_leader(tmp_path: Path) -> None:
+    """etcd's --auto-compaction-retention: history older than the retention goes without a
+    client asking; every member samples revisions, so a new leader carries on at once."""
+    c = ProcessCluster(tmp_path, 3, extra_flags=["--auto-compaction-retention=3s"])
+    c.start()
+    try:
+        c.wait_healthy()
+
+        def put() -> int:
+            doc = etcdctl_json(c.endpoints, "put", "k", "v")
+            return int(doc["header"]["revision"])  # type: ignore[index]
+
+        def compacted(rev: int) -> bool:
+            r = etcdctl(c.endpoints, "get", "k", f"--rev={rev}", check=False)
+            return "required revision has been compacted" in r.stderr
+
+        old = put()
+        put()  # the history must move on for `old` to fall out of it
+        assert not compacted(old), "compacted before the retention passed"
+        wait_for("the history older than 3 s to be compacted", lambda: compacted(old), 15)
+        leader = c.wait_leader()
+        c.kill(leader)
+        c.wait_leader([m for m in c.members if m is not leader])
+        old = put()
+        put()
+        wait_for("the new leader to compact too", lambda: compacted(old), 15)
+        assert "auto-compaction at revision" in c.logs()
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
 def test_five_members_form(tmp_path: Path) -> None:
     c = ProcessCluster(tmp_path, 5)
     c.start()

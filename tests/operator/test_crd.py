@@ -162,6 +162,7 @@ def test_a_full_spec_is_valid() -> None:
             "leaderLeaseReads": True,
         },
         quotaBytes=8 * 1024**3,
+        autoCompaction={"mode": "periodic", "retention": "1h30m"},
         pvcRetentionPolicy="Delete",
         tls={"serverSecret": "s", "peerSecret": "p", "clientSecret": "c", "clientCertAuth": True},
     )
@@ -176,6 +177,10 @@ def test_a_full_spec_is_valid() -> None:
         ({"raft": {"heartbeatIntervalMs": 5}}, "less than the minimum of 10"),
         ({"raft": {"snapshotCount": 0}}, "less than the minimum of 1"),
         ({"raft": {"leaderLeaseReads": "yes"}}, "is not of type 'boolean'"),
+        ({"autoCompaction": {"retention": "1d"}}, "does not match"),
+        ({"autoCompaction": {"retention": "-1"}}, "does not match"),
+        ({"autoCompaction": {"mode": "hourly", "retention": "1"}}, "is not one of"),
+        ({"autoCompaction": {"mode": "periodic"}}, "'retention' is a required property"),
         ({"replica": 3}, "Additional properties are not allowed ('replica' was unexpected)"),
         ({"storage": {"size": "1Gi", "class": "x"}}, "Additional properties are not allowed"),
         ({"podTemplate": {"labels": {"a": 1}}}, "is not of type 'string'"),
@@ -211,6 +216,7 @@ def test_cel_rules_are_there_and_speak_plainly() -> None:
 
     walk(SCHEMA, "")
     assert rules[".spec.storage"] == {"rule": "self == oldSelf", "message": "storage is immutable"}
+    assert "matches('^[0-9]+$')" in rules[".spec.autoCompaction"]["rule"]
     raft = rules[".spec.raft"]
     assert "self.electionTimeoutMs >= 5 * self.heartbeatIntervalMs" in raft["rule"]
     assert "at least 5 times" in raft["message"]

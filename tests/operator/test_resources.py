@@ -159,6 +159,20 @@ def test_leader_lease_reads_reach_the_flags_only_when_asked_for() -> None:
     assert config_hash(off["spec"]) == config_hash(BODY["spec"])  # no roll for spelling it out
 
 
+def test_auto_compaction_reaches_the_flags_only_when_asked_for() -> None:
+    assert "auto-compaction-retention" not in flags(resources.statefulset(BODY))
+    hourly = body(autoCompaction={"retention": "1"})
+    f = flags(resources.statefulset(hourly))
+    assert (f["auto-compaction-mode"], f["auto-compaction-retention"]) == ("periodic", "1")
+    by_revision = body(autoCompaction={"mode": "revision", "retention": "10000"})
+    f = flags(resources.statefulset(by_revision))
+    assert (f["auto-compaction-mode"], f["auto-compaction-retention"]) == ("revision", "10000")
+    assert config_hash(hourly["spec"]) != config_hash(BODY["spec"])
+    # The API server fills in the default mode; a body that spells it out is the same spec.
+    spelled = body(autoCompaction={"mode": "periodic", "retention": "1"})
+    assert config_hash(spelled["spec"]) == config_hash(hourly["spec"])
+
+
 def test_pods_created_after_the_bootstrap_join_an_existing_cluster() -> None:
     sts = resources.statefulset(BODY, replicas=5, initial_cluster_state="existing")
     f = flags(sts)
