@@ -297,24 +297,30 @@ class Transport:
         Raises :class:`UnknownPeerError`, or ``grpc.aio.AioRpcError`` with the leader's
         status (e.g. UNAVAILABLE when it no longer leads).
         """
-        stream = self._peers.get(leader_id)
-        if stream is None:
-            raise UnknownPeerError(f"no peer URL known for member {leader_id:x}")
-        request = pb.LeaseRenewRequest(
-            cluster_id=self.cluster_id, from_id=self.member_id, lease_id=lease_id
-        )
+        stream = self._leader_stream(leader_id)
         try:
-            response = await stream.stub.LeaseRemaining(request, timeout=RENEW_TIMEOUT)
+            response = await stream.stub.LeaseRemaining(
+                self._lease_request(lease_id), timeout=RENEW_TIMEOUT
+            )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return None
             raise
         return int(response.ttl)
 
-    async def _renew_batch(self, leader_id: int, lease_ids: list[int]) -> list[int]:
+    def _leader_stream(self, leader_id: int) -> PeerStream:
         stream = self._peers.get(leader_id)
         if stream is None:
             raise UnknownPeerError(f"no peer URL known for member {leader_id:x}")
+        return stream
+
+    def _lease_request(self, lease_id: int) -> pb.LeaseRenewRequest:
+        return pb.LeaseRenewRequest(
+            cluster_id=self.cluster_id, from_id=self.member_id, lease_id=lease_id
+        )
+
+    async def _renew_batch(self, leader_id: int, lease_ids: list[int]) -> list[int]:
+        stream = self._leader_stream(leader_id)
         request = pb.LeaseRenewBatchRequest(
             cluster_id=self.cluster_id, from_id=self.member_id, lease_ids=lease_ids
         )
@@ -328,11 +334,10 @@ class Transport:
         return list(response.ttls)
 
     async def _renew_one(self, stream: PeerStream, lease_id: int) -> int:
-        request = pb.LeaseRenewRequest(
-            cluster_id=self.cluster_id, from_id=self.member_id, lease_id=lease_id
-        )
         try:
-            response = await stream.stub.LeaseRenew(request, timeout=RENEW_TIMEOUT)
+            response = await stream.stub.LeaseRenew(
+                self._lease_request(lease_id), timeout=RENEW_TIMEOUT
+            )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return renewals.NOT_FOUND
