@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .durations import parse_duration
 from .kv import autocompact
 from .members import Member, cluster_id_of, member_id_of
 from .tls import TlsError, TlsFiles, check
@@ -49,6 +50,8 @@ class NodeConfig:
     leader_lease_reads: bool = False
     auto_compaction_mode: str = autocompact.PERIODIC
     auto_compaction_retention: float = 0.0  # seconds (periodic) or revisions; 0: off
+    corrupt_check_seconds: float = 0.0  # the leader's periodic check; 0: off
+    initial_corrupt_check: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -75,6 +78,23 @@ def _bool(value: str) -> bool:
 
 
 _bool.__name__ = "boolean"  # argparse names the type in its message: "invalid boolean value"
+
+FEATURE_GATES = ("InitialCorruptCheck",)
+"""etcd's feature gates that Flotilla has; any other is refused, never ignored."""
+
+
+def _feature_gates(value: str) -> dict[str, bool]:
+    """``--feature-gates=Name=true,...`` as etcd reads it."""
+    gates: dict[str, bool] = {}
+    for term in filter(None, (t.strip() for t in value.split(","))):
+        name, _, setting = term.partition("=")
+        if name not in FEATURE_GATES:
+            known = ", ".join(FEATURE_GATES)
+            raise ConfigError(f"--feature-gates: unknown feature gate {name!r} (known: {known})")
+        if setting.strip().lower() not in ("true", "false"):
+            raise ConfigError(f"--feature-gates: {term!r} is not {name}=true or {name}=false")
+        gates[name] = _bool(setting)
+    return gates
 
 
 def _path(value: str) -> Path | None:
@@ -160,6 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="periodic: hours (a number) or a duration such as 30m; revision: how many; "
         "0 (the default): no automatic compaction",
     )
+    a(
+        "--corrupt-check-time",
+        "--experimental-corrupt-check-time",
+        default="0s",
+        help="how often the leader compares every member's key-value hash (a duration such "
+        "as 1h), raising the CORRUPT alarm on a mismatch; 0s (the default): never",
+    )
+    a(
+        "--experimental-initial-corrupt-check",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="on start, compare this member's key-value hash with its peers' and refuse to "
+        "start on a mismatch (also --feature-gates=InitialCorruptCheck=true)",
+    )
+    a(
+        "--feature-gates",
+        default="",
+        help=f"Name=true|false,...; known: {', '.join(FEATURE_GATES)}",
+    )
     a("--listen-metrics-urls", default="", help="where /metrics, /health and /readyz answer")
     a(
         "--leader-lease-reads",
@@ -227,6 +268,12 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
         )
     except ValueError as exc:
         raise ConfigError(f"--auto-compaction-retention: {exc}") from exc
+    try:
+        corrupt_check = parse_duration(ns.corrupt_check_time)
+    except ValueError as exc:
+        raise ConfigError(f"--corrupt-check-time: {exc}") from exc
+    gates = _feature_gates(ns.feature_gates)
+    initial_check = gates.get("InitialCorruptCheck", ns.experimental_initial_corrupt_check)
     token = ns.initial_cluster_token
     adv_peer = _urls(ns.initial_advertise_peer_urls, "initial-advertise-peer-urls")
     initial = ns.initial_cluster or f"{ns.name}={','.join(adv_peer)}"
@@ -266,6 +313,8 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
         leader_lease_reads=ns.leader_lease_reads,
         auto_compaction_mode=ns.auto_compaction_mode,
         auto_compaction_retention=retention,
+        corrupt_check_seconds=corrupt_check,
+        initial_corrupt_check=initial_check,
         listen_metrics_urls=(
             _urls(ns.listen_metrics_urls, "listen-metrics-urls") if ns.listen_metrics_urls else ()
         ),

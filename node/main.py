@@ -35,6 +35,7 @@ from .api.http import HttpEndpoints, health_route, live_route, ready_route
 from .api.maintenance import MaintenanceService
 from .api.membership import MembershipService
 from .config import ConfigError, NodeConfig, parse
+from .kv import corruption
 from .kv.errors import CorruptDataError
 from .kv.state import KvStateMachine
 from .logs import setup_logging
@@ -46,7 +47,7 @@ from .storage.errors import StorageError, WriteFailure
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
 from .storage.raftlog import RaftStorage
 from .tls import TlsError, TlsMaterial, load
-from .transport.peer import Transport, fetch_members
+from .transport.peer import Transport, fetch_hash, fetch_members
 
 log = logging.getLogger("flotilla.node")
 
@@ -86,6 +87,8 @@ class Member:
         self.sm = KvStateMachine(self.db, cfg)
         self.node = RaftNode(cfg, self.db, self.storage, self.sm, self._make_transport)
         self.sm.attach(self.node)
+        if cfg.initial_corrupt_check and not self._fresh():
+            self._initial_corrupt_check()
         self.grpc_counters = GrpcCounters()
         self.metrics = NodeMetrics(self.node, self.grpc_counters)
         self.grpc_server: grpc.aio.Server | None = None
@@ -124,6 +127,44 @@ class Member:
         log.info("joining cluster %x as member %x", cfg.cluster_id, me.id)
         return dataclasses.replace(cfg, member_id=me.id, initial_cluster=tuple(members))
 
+    def _initial_corrupt_check(self) -> None:
+        """etcd's initial corruption check: before this member serves anyone, every peer's
+        hash at our revision must match ours wherever both compacted alike. A peer that
+        cannot answer (down, behind us, compacted past our revision) is left out, as etcd
+        leaves it out; a mismatch refuses the start."""
+        cfg = self.cfg
+        local = corruption.from_hash_kv(self.sm.store.hash_kv(0))
+        peers = {
+            m.id: list(m.peer_urls) for m in self.node.members.values() if m.id != cfg.member_id
+        }
+        log.info(
+            "initial corruption check at revision %d with %d peers", local.hash_revision, len(peers)
+        )
+
+        async def ask(urls: list[str]) -> corruption.Hash | None:
+            try:
+                resp = await fetch_hash(
+                    cfg.cluster_id, cfg.member_id, urls, local.hash_revision, 30.0, self.peer_tls
+                )
+            except ConnectionError as exc:
+                log.warning("initial corruption check: no hash from %s: %s", ",".join(urls), exc)
+                return None
+            return corruption.from_peer(resp)
+
+        async def ask_all() -> list[corruption.Hash | None]:
+            return await asyncio.gather(*(ask(urls) for urls in peers.values()))
+
+        answers = asyncio.run(ask_all())
+        heard = {m: h for m, h in zip(peers, answers, strict=True) if h is not None}
+        mismatches = corruption.initial_mismatches(local, heard)
+        if mismatches:
+            found = "; ".join(f"member {s.member:x}: {s.reason}" for s in mismatches)
+            raise StorageError(
+                f"member {cfg.name} ({cfg.member_id:x}) found data inconsistency with peers: "
+                f"{found}"
+            )
+        log.info("initial corruption check passed: %d of %d peers agree", len(heard), len(peers))
+
     def _make_transport(self, node: RaftNode) -> Transport:
         return Transport(
             self.cfg.cluster_id,
@@ -131,6 +172,7 @@ class Member:
             on_message=node.deliver,
             on_lease_renew=self.sm.renew_locally,
             on_lease_remaining=self.sm.remaining_locally,
+            on_hash=self.sm.hash_for_peer,
             snapshot_source=self.storage.load_snapshot,
             on_report=node.wake,
             on_members=lambda: encode_members(node.members.values()),

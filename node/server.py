@@ -56,6 +56,8 @@ ALARM = b"\xf2"
 """First byte of an entry that raises or clears an alarm (replicated, as in etcd)."""
 ALARMS_KEY = b"c/alarms"
 NOSPACE = 1
+CORRUPT = 2
+"""etcd's alarm types (``etcdserverpb.AlarmType``)."""
 APPLIED_KEY = b"a/applied"
 MEMBERS_KEY = b"c/members"
 PROPOSAL_TIMEOUT = 5.0
@@ -454,6 +456,11 @@ class RaftNode:
             elif e.data.startswith(MEMBER_ATTRS):
                 self._apply_attrs(e.data[len(MEMBER_ATTRS) :], batch)
             elif e.data.startswith(ALARM):
+                # Entries before an alarm are applied before it: the CORRUPT alarm stops
+                # writes from its own index on, on every member alike.
+                if normal:
+                    self._apply_normal(normal, batch)
+                    normal = []
                 self._apply_alarm(e.data[len(ALARM) :], batch)
             elif e.data:
                 normal.append((e.index, e.data))
@@ -543,6 +550,11 @@ class RaftNode:
         rid = self.waiters.new_request_id()
         doc = {"id": member_id, "peer_urls": peer_urls, "rid": rid.hex()}
         await self.propose(MEMBER_ATTRS + json.dumps(doc).encode(), rid)
+
+    @property
+    def corrupt(self) -> bool:
+        """Whether the CORRUPT alarm is raised for any member."""
+        return any(alarm == CORRUPT for _, alarm in self.alarms)
 
     def _apply_alarm(self, data: bytes, batch: Any) -> None:
         doc = json.loads(data)

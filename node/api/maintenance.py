@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -24,7 +24,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
         node: RaftNode,
         header: Header,
         db_size: Callable[[], int],
-        hash_kv: Callable[[int], pb.HashKVResponse],
+        hash_kv: Callable[[int], Awaitable[pb.HashKVResponse]],
         snapshot: Callable[[], AsyncIterator[bytes]],
         defragment: Callable[[], None],
     ) -> None:
@@ -55,7 +55,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
 
     async def HashKV(self, request: pb.HashKVRequest, context: Any) -> pb.HashKVResponse:
         try:
-            resp = self.hash_kv(request.revision)
+            resp = await self.hash_kv(request.revision)
         except EtcdError as err:  # a future or compacted revision
             await abort(context, err)
         resp.header.CopyFrom(self.header())
@@ -99,6 +99,10 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
                 await node.set_alarm("activate", request.memberID, request.alarm)
             elif request.action == A.DEACTIVATE:
                 await node.set_alarm("deactivate", request.memberID, request.alarm)
+            else:
+                # etcd answers a GET through the log too: a member that has not yet applied
+                # an alarm the cluster raised must not report it absent.
+                await node.read_barrier()
         except NodeUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         alarms = [

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from flotilla.node.api.etcdpb.kv_pb2 import Event
 from flotilla.node.api.etcdpb.rpc_pb2 import LeaseCheckpointResponse
 from flotilla.node.kv import requests
-from flotilla.node.kv.errors import EtcdError, MalformedRequestError
+from flotilla.node.kv.errors import CorruptDataError, EtcdError, MalformedRequestError
 from flotilla.node.kv.lease import Lessor
 from flotilla.node.kv.requests import Kind, LeaseExpire
 from flotilla.node.kv.store import MvccStore, WriteBatch
@@ -37,12 +37,30 @@ class ApplyOutput(NamedTuple):
     revision: int
 
 
+REFUSED_WHEN_CORRUPT = frozenset(
+    {
+        Kind.PUT,
+        Kind.DELETE_RANGE,
+        Kind.TXN,
+        Kind.COMPACTION,
+        Kind.LEASE_GRANT,
+        Kind.LEASE_REVOKE,
+        Kind.LEASE_EXPIRE,
+    }
+)
+"""What a cluster with the CORRUPT alarm raised no longer applies, as etcd: every change of
+keys and leases (reads are served outside the log and go on)."""
+
+
 class Applier:
     """Applies request envelopes (see :mod:`~flotilla.node.kv.requests`) to store and lessor."""
 
     def __init__(self, store: MvccStore, lessor: Lessor) -> None:
         self.store = store
         self.lessor = lessor
+        self.corrupt = False
+        """Set while the CORRUPT alarm is raised. Alarms are applied in log order like
+        everything else, so every member refuses exactly the same entries."""
 
     def apply(self, entries: list[tuple[int, bytes]], batch: WriteBatch) -> ApplyOutput:
         """Apply ``(raft index, data)`` of committed normal entries with non-empty data."""
@@ -64,6 +82,8 @@ class Applier:
         self, index: int, kind: Kind, req: Any, batch: WriteBatch, events: list[Event]
     ) -> object:
         store = self.store
+        if self.corrupt and kind in REFUSED_WHEN_CORRUPT:
+            raise CorruptDataError("the CORRUPT alarm is raised")
         if kind is Kind.PUT:
             applied: Any = store.put(req, batch)
         elif kind is Kind.TXN:

@@ -15,9 +15,10 @@ knows the history's age at once.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
+
+from flotilla.node.durations import parse_duration
 
 PERIODIC = "periodic"
 REVISION = "revision"
@@ -27,9 +28,6 @@ REVISION_CHECK_SECONDS = 300.0
 """How often the revision policy looks, as etcd's."""
 PERIOD_CAP_SECONDS = 3600.0
 """A periodic policy compacts at least hourly, however long the retention."""
-
-_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_retention(mode: str, value: str) -> float:
@@ -45,15 +43,11 @@ def parse_retention(mode: str, value: str) -> float:
         return float(int(text))
     if text.isdigit():
         return int(text) * 3600.0
-    pos, seconds = 0, 0.0
-    for m in _GO_DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        seconds += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if not text or pos != len(text):
-        raise ValueError(f"{value!r} is neither a number of hours nor a duration like 30m")
-    return seconds
+    try:
+        return parse_duration(text)
+    except ValueError:
+        pass
+    raise ValueError(f"{value!r} is neither a number of hours nor a duration like 30m")
 
 
 @dataclass

@@ -23,9 +23,10 @@ from .. import backup, statesnap
 from ..api.etcdpb import rpc_pb2 as pb
 from ..api.services import add_services
 from ..config import NodeConfig
-from ..server import NOSPACE
+from ..server import CORRUPT, NOSPACE
 from ..transport import renewals
-from . import autocompact, requests
+from ..transport.pb import raftpeer_pb2 as peer_pb
+from . import autocompact, corruption, requests
 from .apply import Applier
 from .errors import (
     EtcdError,
@@ -48,6 +49,11 @@ LEASE_PREFIX = b"ls/"
 STATE_PREFIXES = (LEASE_PREFIX, b"c/")
 _LEN = struct.Struct(">Q")
 HOUSEKEEPING_SECONDS = 0.1
+PEER_HASH_WAIT_SECONDS = 5.0
+"""How long a member asked for its hash waits to apply what the leader had applied; a
+member further behind is left out of that check, as etcd leaves out a slow one."""
+PEER_HASH_TIMEOUT_SECONDS = 60.0
+"""How long the leader waits for a peer's hash (hashing a large store takes a while)."""
 
 
 class KvStateMachine:
@@ -64,7 +70,7 @@ class KvStateMachine:
         self.node: RaftNode | None = None
         self.db_size = 0
         self._pending_events: tuple[list[Any], int] | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._auto_compaction = autocompact.policy(
             cfg.auto_compaction_mode, cfg.auto_compaction_retention
         )
@@ -76,6 +82,7 @@ class KvStateMachine:
 
     def apply(self, entries: list[tuple[int, bytes]], batch: Any) -> list[tuple[bytes, object]]:
         self.store.events_prev_kv = self.watch_hub.needs_prev_kv
+        self.applier.corrupt = self.node is not None and self.node.corrupt
         out = self.applier.apply(entries, batch)
         # One write batch may cover several apply calls (the driver splits a batch around
         # configuration changes): keep every call's events until the batch is written.
@@ -140,9 +147,76 @@ class KvStateMachine:
         else:
             self.lessor.demote()
 
-    def hash_kv(self, revision: int) -> pb.HashKVResponse:
-        resp: pb.HashKVResponse = self.store.hash_kv(revision)
-        return resp
+    async def hash_kv(self, revision: int) -> pb.HashKVResponse:
+        """HashKV, computed off the event loop: hashing a large store takes a while."""
+        return await asyncio.to_thread(self.store.hash_view(revision))
+
+    async def hash_for_peer(self, revision: int, applied_index: int) -> peer_pb.PeerHashResponse:
+        """A peer (the leader, or a starting member) asks for our hash at ``revision``."""
+        node = self.node
+        assert node is not None
+        if applied_index:
+            await node.wait_applied(applied_index, PEER_HASH_WAIT_SECONDS)
+        resp = await self.hash_kv(revision)
+        return peer_pb.PeerHashResponse(
+            hash=resp.hash,
+            hash_revision=resp.hash_revision,
+            compact_revision=resp.compact_revision,
+            revision=resp.header.revision,
+        )
+
+    async def check_corruption(self) -> corruption.Suspect | None:
+        """The leader's periodic corruption check (see :mod:`.corruption`); raises the
+        CORRUPT alarm for the member it finds, and returns it."""
+        node = self.node
+        assert node is not None
+        # The hash's revision and the applied index are taken at the same moment, so a peer
+        # that waits for the index holds the revision.
+        index = node.core.applied
+        before = corruption.from_hash_kv(await asyncio.to_thread(self.store.hash_view(0)))
+        peers = sorted(m for m in node.members if m != node.member_id)
+        answers = await asyncio.gather(
+            *(self._peer_hash(m, before.hash_revision, index) for m in peers)
+        )
+        # After the barrier the leader has applied whatever any peer had when it answered.
+        await node.read_barrier()
+        after = corruption.from_hash_kv(await self.hash_kv(0))
+        heard = {m: h for m, h in zip(peers, answers, strict=True) if h is not None}
+        suspect = corruption.periodic_suspect(node.member_id, before, after, heard)
+        if suspect is None:
+            log.info(
+                "corruption check: %d of %d peers agree at revision %d",
+                len(heard),
+                len(peers),
+                before.hash_revision,
+            )
+            return None
+        log.error("corruption check: member %x: %s", suspect.member, suspect.reason)
+        await node.set_alarm("activate", suspect.member, CORRUPT)
+        return suspect
+
+    async def _peer_hash(self, member: int, revision: int, index: int) -> corruption.Hash | None:
+        node = self.node
+        assert node is not None
+        try:
+            resp = await node.transport.peer_hash(
+                member, revision, index, PEER_HASH_TIMEOUT_SECONDS
+            )
+        except Exception as exc:  # unreachable, behind, compacted, an earlier version
+            log.warning("corruption check: no hash from member %x: %s", member, exc)
+            return None
+        return corruption.from_peer(resp)
+
+    async def _corruption_checks(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            node = self.node
+            if node is None or not node.is_leader:
+                continue
+            try:
+                await self.check_corruption()
+            except Exception as exc:  # lost the leadership midway, say: the next period
+                log.warning("corruption check not finished: %s", exc)
 
     async def snapshot_stream(self) -> AsyncIterator[bytes]:
         """A backup for ``etcdctl snapshot save`` (see ``flotilla.node.backup``)."""
@@ -154,11 +228,15 @@ class KvStateMachine:
 
     def add_services(self, server: Any, header: Callable[[], pb.ResponseHeader]) -> None:
         add_services(server, self)
-        self._housekeeping = asyncio.get_running_loop().create_task(self._timers())
+        loop = asyncio.get_running_loop()
+        self._background.append(loop.create_task(self._timers()))
+        if self.cfg.corrupt_check_seconds > 0:
+            checks = self._corruption_checks(self.cfg.corrupt_check_seconds)
+            self._background.append(loop.create_task(checks))
 
     def close(self) -> None:
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
+        for task in self._background:
+            task.cancel()
 
     def measure_db(self) -> int:
         path = self.cfg.data_dir / "db"
@@ -176,7 +254,8 @@ class KvStateMachine:
                 await asyncio.to_thread(self.measure_db)
             now = time.monotonic()
             node = self.node
-            if node is not None and node.is_leader:
+            # A corrupt cluster applies no expiry; asking every second would only grow the log.
+            if node is not None and node.is_leader and not node.corrupt:
                 expired = self.lessor.expired(now)
                 if expired:
                     task = asyncio.create_task(self.propose(requests.LeaseExpire(tuple(expired))))

@@ -767,23 +767,39 @@ class MvccStore:
         Members that applied the same entries (including the same compactions) hold the same
         records and so report the same hash; every record's checksum is verified on the way.
         """
+        return self.hash_view(revision)()
+
+    def hash_view(self, revision: int = 0) -> Callable[[], HashKVResponse]:
+        """:meth:`hash_kv` in two steps: what the hash covers is fixed now (under the lock,
+        quickly), and the returned function reads and hashes it, in any thread, while
+        applies go on."""
         with self._lock:
             rev = revision if revision > 0 else self._rev
             if rev > self._rev:
                 raise FutureRevisionError()
             if rev < self._compacted:
                 raise CompactedError()
-            h = 0
-            for entry in self._entries_upto(rev):
-                rk, value = self._raw(main_of(entry), sub_of(entry))
-                codec.decode_kv_into(rk, value, KeyValue())
-                assert value is not None
-                h = codec.crc32(value, codec.crc32(rk, h))
+            entries = self._entries_upto(rev)
+            overlay = dict(self._overlay)
+            dbsnap = self._db.snapshot()
             # etcd answers -1 for a store that was never compacted.
             compacted = self._compacted if self._compacted > 0 else -1
+            current = self._rev
+        prefix = self._prefix
+
+        def compute() -> HashKVResponse:
+            h = 0
+            try:
+                for rk, value in _records(entries, overlay, dbsnap, prefix):
+                    codec.decode_kv_into(rk, value, KeyValue())
+                    h = codec.crc32(value, codec.crc32(rk, h))
+            finally:
+                _close(dbsnap)
             resp = HashKVResponse(hash=h, compact_revision=compacted, hash_revision=rev)
-            resp.header.revision = self._rev
+            resp.header.revision = current
             return resp
+
+        return compute
 
     def snapshot_chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """The store's full contents as a checksummed byte stream, in chunks.
@@ -796,25 +812,11 @@ class MvccStore:
             header = snapshot.Header(self._rev, self._compacted, len(entries))
             overlay = dict(self._overlay)
             dbsnap = self._db.snapshot()
-        prefix = self._prefix
-
-        def records() -> Iterator[tuple[bytes, bytes]]:
-            for entry in entries:
-                rk = codec.rev_key(main_of(entry), sub_of(entry))
-                full = prefix + rk
-                value = overlay.get(full)
-                if value is None:
-                    value = dbsnap.get(full)
-                if value is None:
-                    raise CorruptDataError(f"record {rk!r} is missing")
-                yield rk, value
-
+        records = _records(entries, overlay, dbsnap, self._prefix)
         try:
-            yield from snapshot.write_chunks(header, records(), chunk_size)
+            yield from snapshot.write_chunks(header, records, chunk_size)
         finally:
-            close = getattr(dbsnap, "close", None)
-            if close is not None:
-                close()
+            _close(dbsnap)
 
     def snapshot(self, out: BinaryIO) -> int:
         """Write :meth:`snapshot_chunks` to ``out``; return the number of bytes written."""
@@ -925,3 +927,24 @@ def _cmp_result(result: int, c: int) -> bool:
     if result == Compare.LESS:
         return c < 0
     return True
+
+
+def _records(
+    entries: list[int], overlay: dict[bytes, bytes], dbsnap: Any, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """The records of packed ``entries`` as of a view: the overlay's, else the snapshot's."""
+    for entry in entries:
+        rk = codec.rev_key(main_of(entry), sub_of(entry))
+        full = prefix + rk
+        value = overlay.get(full)
+        if value is None:
+            value = dbsnap.get(full)
+        if value is None:
+            raise CorruptDataError(f"record {rk!r} is missing")
+        yield rk, value
+
+
+def _close(dbsnap: Any) -> None:
+    close = getattr(dbsnap, "close", None)
+    if close is not None:
+        close()

@@ -82,6 +82,7 @@ class Transport:
         on_report: Callable[[], None] | None = None,
         on_members: Callable[[], bytes] | None = None,
         on_lease_remaining: Callable[[int], int] | None = None,
+        on_hash: Callable[[int, int], Awaitable[pb.PeerHashResponse]] | None = None,
         max_queue_messages: int = 4096,
         max_queue_bytes: int = 32 << 20,
         snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
@@ -107,6 +108,7 @@ class Transport:
             on_members,
             self.note_sender,
             on_lease_remaining,
+            on_hash,
         )
         self._snapshot_source = snapshot_source
         self._reports = Reports(on_report)
@@ -297,10 +299,9 @@ class Transport:
         Raises :class:`UnknownPeerError`, or ``grpc.aio.AioRpcError`` with the leader's
         status (e.g. UNAVAILABLE when it no longer leads).
         """
-        stream = self._leader_stream(leader_id)
         try:
-            response = await stream.stub.LeaseRemaining(
-                self._lease_request(lease_id), timeout=RENEW_TIMEOUT
+            response = await self._unary(
+                leader_id, "LeaseRemaining", self._lease_request(lease_id), RENEW_TIMEOUT
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNIMPLEMENTED:
@@ -308,11 +309,45 @@ class Transport:
             raise
         return int(response.ttl)
 
-    def _leader_stream(self, leader_id: int) -> PeerStream:
-        stream = self._peers.get(leader_id)
+    async def peer_hash(
+        self, member_id: int, revision: int, applied_index: int, timeout: float
+    ) -> pb.PeerHashResponse:
+        """A peer's hash of its key-value history at ``revision``, once it has applied
+        ``applied_index``. Raises :class:`UnknownPeerError`, or ``grpc.aio.AioRpcError`` with
+        the peer's status (OUT_OF_RANGE for a revision it compacted or has not reached,
+        UNIMPLEMENTED from an earlier version)."""
+        request = pb.PeerHashRequest(
+            cluster_id=self.cluster_id,
+            from_id=self.member_id,
+            revision=revision,
+            applied_index=applied_index,
+        )
+        resp: pb.PeerHashResponse = await self._unary(member_id, "HashKV", request, timeout)
+        return resp
+
+    async def _unary(self, member_id: int, method: str, request: Any, timeout: float) -> Any:
+        """A unary call to a peer, on the channel of its stream.
+
+        The stream replaces its channel when it reconnects, which cancels the calls still
+        out on the old one, and grpc.aio reports that as CancelledError: a caller would take
+        it for its own cancellation and stop (a periodic task would end silently). It is
+        UNAVAILABLE here, as any other lost connection.
+        """
+        stream = self._peers.get(member_id)
         if stream is None:
-            raise UnknownPeerError(f"no peer URL known for member {leader_id:x}")
-        return stream
+            raise UnknownPeerError(f"no peer URL known for member {member_id:x}")
+        try:
+            return await getattr(stream.stub, method)(request, timeout=timeout)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller was cancelled
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details=f"the connection to member {member_id:x} was replaced during the call",
+            ) from None
 
     def _lease_request(self, lease_id: int) -> pb.LeaseRenewRequest:
         return pb.LeaseRenewRequest(
@@ -320,29 +355,54 @@ class Transport:
         )
 
     async def _renew_batch(self, leader_id: int, lease_ids: list[int]) -> list[int]:
-        stream = self._leader_stream(leader_id)
         request = pb.LeaseRenewBatchRequest(
             cluster_id=self.cluster_id, from_id=self.member_id, lease_ids=lease_ids
         )
         try:
-            response = await stream.stub.LeaseRenewBatch(request, timeout=RENEW_TIMEOUT)
+            response = await self._unary(leader_id, "LeaseRenewBatch", request, RENEW_TIMEOUT)
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             # A leader of an earlier version (a rolling upgrade): one call per lease.
-            return list(await asyncio.gather(*(self._renew_one(stream, i) for i in lease_ids)))
+            return list(await asyncio.gather(*(self._renew_one(leader_id, i) for i in lease_ids)))
         return list(response.ttls)
 
-    async def _renew_one(self, stream: PeerStream, lease_id: int) -> int:
+    async def _renew_one(self, leader_id: int, lease_id: int) -> int:
         try:
-            response = await stream.stub.LeaseRenew(
-                self._lease_request(lease_id), timeout=RENEW_TIMEOUT
+            response = await self._unary(
+                leader_id, "LeaseRenew", self._lease_request(lease_id), RENEW_TIMEOUT
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return renewals.NOT_FOUND
             raise
         return int(response.ttl)
+
+
+async def fetch_hash(
+    cluster_id: int,
+    from_id: int,
+    peer_urls: list[str],
+    revision: int,
+    timeout: float = 5.0,
+    tls: TlsMaterial | None = None,
+) -> pb.PeerHashResponse:
+    """A peer's hash at ``revision``, asked at one of its ``peer_urls`` (for a member's
+    initial corruption check, before its own transport runs). Raises ConnectionError with
+    every URL's failure when none answered."""
+    errors = []
+    credentials = tls.channel_credentials() if tls else None
+    request = pb.PeerHashRequest(cluster_id=cluster_id, from_id=from_id, revision=revision)
+    for url in peer_urls:
+        try:
+            async with open_channel(grpc_target(url), credentials) as channel:
+                resp: pb.PeerHashResponse = await pb_grpc.RaftPeerStub(channel).HashKV(
+                    request, timeout=timeout
+                )
+                return resp
+        except grpc.aio.AioRpcError as err:
+            errors.append(f"{url}: {err.details() or err.code().name}")
+    raise ConnectionError("; ".join(errors))
 
 
 async def fetch_members(

@@ -36,8 +36,10 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         on_members: Callable[[], bytes] | None = None,
         on_sender: Callable[[int, list[str]], None] | None = None,
         on_lease_remaining: Callable[[int], int] | None = None,
+        on_hash: Callable[[int, int], Awaitable[pb.PeerHashResponse]] | None = None,
     ) -> None:
         self._on_members = on_members
+        self._on_hash = on_hash
         self._on_lease_remaining = on_lease_remaining
         self._on_sender = on_sender
         self._cluster_id = cluster_id
@@ -139,6 +141,18 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         except Exception as exc:
             await context.abort(_status_of(exc), str(exc))
         return pb.LeaseRemainingResponse(ttl=ttl)
+
+    async def HashKV(self, request: pb.PeerHashRequest, context: Any) -> pb.PeerHashResponse:
+        await self._refuse_foreign(context, request.cluster_id, request.from_id)
+        if self._on_hash is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "hashes are not served here")
+        assert self._on_hash is not None
+        try:
+            resp = await self._on_hash(request.revision, request.applied_index)
+        except Exception as exc:
+            await context.abort(_status_of(exc), str(exc))
+        resp.member_id = self._member_id
+        return resp
 
     async def Members(self, request: pb.MembersRequest, context: Any) -> pb.MembersResponse:
         if request.cluster_id != self._cluster_id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flotilla.node.config import ConfigError, parse
+from flotilla.node.durations import parse_duration
 from flotilla.node.members import cluster_id_of, member_id_of
 
 THREE = "a=http://127.0.0.1:2380,b=http://127.0.0.1:12380,c=http://127.0.0.1:22380"
@@ -76,6 +77,42 @@ def test_auto_compaction_flags_read_as_etcds() -> None:
         parse([*base, "--auto-compaction-mode=revision", "--auto-compaction-retention=5m"], {})
     with pytest.raises(ConfigError, match="invalid choice: 'daily'"):
         parse([*base, "--auto-compaction-mode=daily"], environ={})
+
+
+def test_corruption_check_flags_read_as_etcds() -> None:
+    off = parse([], environ={})
+    assert (off.corrupt_check_seconds, off.initial_corrupt_check) == (0.0, False)
+    # etcd 3.6's names and 3.4/3.5's, which 3.6 still accepts.
+    cfg = parse(["--corrupt-check-time=1h30m", "--feature-gates=InitialCorruptCheck=true"], {})
+    assert (cfg.corrupt_check_seconds, cfg.initial_corrupt_check) == (5400.0, True)
+    cfg = parse(
+        ["--experimental-corrupt-check-time=90s", "--experimental-initial-corrupt-check"], {}
+    )
+    assert (cfg.corrupt_check_seconds, cfg.initial_corrupt_check) == (90.0, True)
+    gate_off = ["--experimental-initial-corrupt-check", "--feature-gates=InitialCorruptCheck=false"]
+    assert not parse(gate_off, environ={}).initial_corrupt_check
+    env = {"FLOTILLA_CORRUPT_CHECK_TIME": "5m"}
+    assert parse([], environ=env).corrupt_check_seconds == 300.0
+    with pytest.raises(ConfigError, match="--corrupt-check-time: '5' is not a duration"):
+        parse(["--corrupt-check-time=5"], environ={})
+    with pytest.raises(ConfigError, match="unknown feature gate 'StopGRPCServiceOnDefrag'"):
+        parse(["--feature-gates=StopGRPCServiceOnDefrag=true"], environ={})
+    with pytest.raises(ConfigError, match="is not InitialCorruptCheck=true or"):
+        parse(["--feature-gates=InitialCorruptCheck"], environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0.0), ("1.5s", 1.5), ("1h30m", 5400.0), ("250ms", 0.25), ("2m0.5s", 120.5)],
+)
+def test_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "1d", "m5", "1h 30m", "-1s"])
+def test_what_is_not_a_go_duration(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
 
 
 def test_etcd_derives_the_same_member_id() -> None:

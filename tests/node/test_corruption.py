@@ -20,6 +20,7 @@ import grpc
 import plyvel
 import pytest
 
+from flotilla.node.kv import codec as kvcodec
 from flotilla.node.members import cluster_id_of
 from flotilla.node.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from flotilla.node.storage.codec import ENTRY_PREFIX, ENTRY_PREFIX_END
@@ -167,3 +168,91 @@ def _varint(n: int) -> bytes:
 def follower_id(m: Proc) -> int:
     doc = etcdctl(m.endpoint, "endpoint", "status", "-w", "json").stdout
     return int(json.loads(doc)[0]["Status"]["header"]["member_id"])
+
+
+# -- members whose data diverged: corruption checks -------------------------------------------
+#
+# The damage above is caught by checksums. A record rewritten with a valid checksum (a bug, or
+# a disk that returned another block whole) is caught only by comparing members: etcd's
+# corruption checks, which compare HashKV across members.
+
+
+def _rewrite_value(m: Proc, old: bytes, new: bytes) -> None:
+    """Give the record holding ``old`` the value ``new``, checksum and all, in a stopped
+    member's database: the member reads it as its own."""
+    db = plyvel.DB(str(m.data_dir / "db"))
+    try:
+        full, value = next((k, v) for k, v in db.iterator() if old in v and not k.startswith(b"r/"))
+        rk = full[-17:]
+        tombstone, kv = kvcodec.decode_kv(rk, value)
+        kv.value = new
+        db.put(full, kvcodec.encode_kv(rk, tombstone, kv.SerializeToString()), sync=True)
+    finally:
+        db.close()
+
+
+def _alarms(c: ProcessCluster) -> str:
+    return etcdctl(c.endpoints, "alarm", "list").stdout
+
+
+def test_the_periodic_check_raises_corrupt_and_stops_writes_until_disarmed(
+    make_cluster: Callable[..., ProcessCluster],
+) -> None:
+    c = make_cluster(3, extra_flags=["--corrupt-check-time=1s"])
+    for i in range(20):
+        etcdctl(c.endpoints, "put", f"k{i}", f"precious-{i}")
+    leader = c.wait_leader()
+    victim = next(m for m in c.members if m is not leader)
+    victim_id = follower_id(victim)
+    c.kill(victim, signal.SIGTERM)
+    _rewrite_value(victim, b"precious-7", b"tampered-7")
+    c.start(victim)
+
+    expected = f"memberID:{victim_id} alarm:CORRUPT"
+    wait_for("the leader to raise CORRUPT for the diverged member", lambda: expected in _alarms(c))
+    assert _alarms(c).strip() == expected, "only the diverged member is blamed"
+    status = json.loads(etcdctl(leader.endpoint, "endpoint", "status", "-w", "json").stdout)
+    assert status[0]["Status"]["errors"] == [expected]
+
+    # Every change is refused with etcd's status; reads go on.
+    for args in (("put", "k1", "lost"), ("del", "k2"), ("lease", "grant", "60")):
+        r = etcdctl(leader.endpoint, *args, check=False)
+        assert r.returncode != 0 and "etcdserver: corrupt cluster" in r.stderr, (args, r)
+    got = etcdctl(leader.endpoint, "get", "k1").stdout.split()
+    assert got == ["k1", "precious-1"]
+
+    # The operator mends the member and disarms: writes resume, and later checks agree.
+    c.kill(victim, signal.SIGTERM)
+    _rewrite_value(victim, b"tampered-7", b"precious-7")
+    c.start(victim)
+    checks_before = leader.log_path.read_text().count("peers agree")
+    etcdctl(c.endpoints, "alarm", "disarm")
+    etcdctl(c.endpoints, "put", "k1", "after")
+    wait_for(
+        "a check that hears from both peers after the disarm",
+        lambda: leader.log_path.read_text().count("2 of 2 peers agree") > checks_before,
+    )
+    assert _alarms(c).strip() == ""
+
+
+def test_the_initial_check_refuses_to_start_a_member_whose_data_diverged(
+    cluster: ProcessCluster,
+) -> None:
+    victim = cluster.members[2]
+    cluster.kill(victim, signal.SIGTERM)
+    etcdctl(cluster.endpoints, "put", "while", "away")  # the others move on meanwhile
+    _rewrite_value(victim, b"precious-7", b"tampered-7")
+    victim.flags = ["--feature-gates=InitialCorruptCheck=true"]
+    stderr = _start_refused(cluster, victim)
+    assert "found data inconsistency with peers" in stderr and "Traceback" not in stderr, stderr
+
+    _rewrite_value(victim, b"tampered-7", b"precious-7")
+    cluster.start(victim)
+    wait_for(
+        "the mended member to pass the check and catch up",
+        lambda: (
+            etcdctl(victim.endpoint, "get", "while", "--consistency=s").stdout.split()
+            == ["while", "away"]
+        ),
+    )
+    assert "initial corruption check passed: 2 of 2 peers agree" in victim.log_path.read_text()

@@ -427,3 +427,45 @@ def test_reports_wake_the_driver() -> None:
         await a.stop()
 
     run(body())
+
+
+def test_a_peer_hash_call_cut_by_a_reconnect_fails_as_unavailable() -> None:
+    """A peer's stream replaces its channel when it reconnects, which cancels the calls
+    still out on the old one. grpc.aio raises CancelledError for them, which the caller (the
+    leader's periodic corruption check) took for its own cancellation and ended silently."""
+
+    async def body() -> None:
+        asked = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow_hash(revision: int, applied_index: int) -> pb.PeerHashResponse:
+            asked.set()
+            await release.wait()
+            return pb.PeerHashResponse(hash=1, hash_revision=revision, revision=revision)
+
+        peer = await Member(2, on_hash=slow_hash).start()
+        me = await Member(1).start()
+        me.transport.set_peers({2: [peer.url]})
+        call = asyncio.ensure_future(me.transport.peer_hash(2, 5, 0, timeout=10))
+        await asyncio.wait_for(asked.wait(), 5)
+        await me.transport._peers[2]._reopen()  # what a reconnect does
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        release.set()
+        # The new channel answers, and the member's own hash reaches the caller whole.
+        resp = await me.transport.peer_hash(2, 7, 0, timeout=10)
+        assert (resp.member_id, resp.hash, resp.hash_revision) == (2, 1, 7)
+        # A cancelled caller is still cancelled.
+        release.clear()
+        asked.clear()
+        call = asyncio.ensure_future(me.transport.peer_hash(2, 5, 0, timeout=10))
+        await asyncio.wait_for(asked.wait(), 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        release.set()
+        await me.stop()
+        await peer.stop()
+
+    run(body())

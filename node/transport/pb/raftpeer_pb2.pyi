@@ -167,3 +167,29 @@ class MembersResponse(_message.Message):
     cluster_id: int
     members: bytes
     def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[bytes] = ...) -> None: ...
+
+class PeerHashRequest(_message.Message):
+    __slots__ = ("cluster_id", "from_id", "revision", "applied_index")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    from_id: int
+    revision: int
+    applied_index: int
+    def __init__(self, cluster_id: _Optional[int] = ..., from_id: _Optional[int] = ..., revision: _Optional[int] = ..., applied_index: _Optional[int] = ...) -> None: ...
+
+class PeerHashResponse(_message.Message):
+    __slots__ = ("member_id", "hash", "hash_revision", "compact_revision", "revision")
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    HASH_REVISION_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    member_id: int
+    hash: int
+    hash_revision: int
+    compact_revision: int
+    revision: int
+    def __init__(self, member_id: _Optional[int] = ..., hash: _Optional[int] = ..., hash_revision: _Optional[int] = ..., compact_revision: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,11 @@ class RaftPeerStub:
                 request_serializer=raftpeer__pb2.MembersRequest.SerializeToString,
                 response_deserializer=raftpeer__pb2.MembersResponse.FromString,
                 _registered_method=True)
+        self.HashKV = channel.unary_unary(
+                '/flotilla.raftpeer.RaftPeer/HashKV',
+                request_serializer=raftpeer__pb2.PeerHashRequest.SerializeToString,
+                response_deserializer=raftpeer__pb2.PeerHashResponse.FromString,
+                _registered_method=True)
 
 
 class RaftPeerServicer:
@@ -114,6 +119,15 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HashKV(self, request, context):
+        """The hash of the member's key-value history at a revision, for corruption checks (as
+        etcd's /members/hashkv): the leader's periodic check, a starting member's initial one.
+        A member of an earlier version answers UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +160,11 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.Members,
                     request_deserializer=raftpeer__pb2.MembersRequest.FromString,
                     response_serializer=raftpeer__pb2.MembersResponse.SerializeToString,
+            ),
+            'HashKV': grpc.unary_unary_rpc_method_handler(
+                    servicer.HashKV,
+                    request_deserializer=raftpeer__pb2.PeerHashRequest.FromString,
+                    response_serializer=raftpeer__pb2.PeerHashResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +329,33 @@ class RaftPeer:
             '/flotilla.raftpeer.RaftPeer/Members',
             raftpeer__pb2.MembersRequest.SerializeToString,
             raftpeer__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HashKV(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.raftpeer.RaftPeer/HashKV',
+            raftpeer__pb2.PeerHashRequest.SerializeToString,
+            raftpeer__pb2.PeerHashResponse.FromString,
             options,
             channel_credentials,
             insecure,
