@@ -173,6 +173,8 @@ class Cluster:
     members: tuple[Member, ...]
     leader_id: int | None
     joint: bool = False  # a joint configuration (C_old,new) is in force
+    alarms: tuple[tuple[int, str], ...] = ()
+    """Alarms raised in the cluster, as the leader reports them: (member id, alarm type)."""
 
     @property
     def has_quorum(self) -> bool:

@@ -44,6 +44,7 @@ class MemberStatus:
     commit_index: int
     applied_index: int
     version: str
+    alarms: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,20 @@ def member_status(
         commit_index=s.raftIndex,
         applied_index=s.raftAppliedIndex,
         version=flotilla_version(s.version),
+        alarms=parse_alarms(s.errors),
     )
+
+
+def parse_alarms(errors: Sequence[str]) -> tuple[tuple[int, str], ...]:
+    """Status ``errors`` as etcd words them (``memberID:12 alarm:NOSPACE``) as (id, type);
+    anything else in the list is not an alarm."""
+    out = []
+    for text in errors:
+        fields = dict(f.split(":", 1) for f in text.split() if ":" in f)
+        member, alarm = fields.get("memberID", ""), fields.get("alarm")
+        if member.isdigit() and alarm:
+            out.append((int(member), alarm))
+    return tuple(out)
 
 
 def member_list(
@@ -134,7 +148,9 @@ def read_cluster(
                 version=s.version if s else "",
             )
         )
-    return Cluster(tuple(out), leader_id if leader is not None else None)
+    if leader is None:
+        return Cluster(tuple(out), None)
+    return Cluster(tuple(out), leader_id, alarms=leader.alarms)
 
 
 def elected(statuses: Mapping[int, MemberStatus]) -> int | None:

@@ -114,14 +114,19 @@ def announcements(
         out.append((step.reason, step.message, True))
     if isinstance(step, p.Done) and previous.get("phase") != new.get("phase"):
         out.append((step.reason, step.message, False))
+    raised = _condition(new, "Degraded")
+    message = str(raised.get("message", ""))
+    if raised.get("reason") == status.ALARM_RAISED and _degraded(previous) != message:
+        out.append((status.ALARM_RAISED, message, True))
     return out
 
 
+def _condition(st: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c.get("type") == kind), {})
+
+
 def _degraded(st: Mapping[str, Any]) -> str:
-    for c in st.get("conditions") or []:
-        if c.get("type") == "Degraded":
-            return str(c.get("message", ""))
-    return ""
+    return str(_condition(st, "Degraded").get("message", ""))
 
 
 def _describe(exc: Exception) -> str:

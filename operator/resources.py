@@ -162,6 +162,7 @@ def node_args(body: Mapping[str, Any], replicas: int, initial_cluster_state: str
         # Only when asked for: a flag every pod already running lacks would roll them all.
         *(["--leader-lease-reads=true"] if raft.get("leaderLeaseReads") else []),
         *auto_compaction_args(spec),
+        *corruption_check_args(spec),
         *tls_args(body),
     ]
 
@@ -175,6 +176,17 @@ def auto_compaction_args(spec: Mapping[str, Any]) -> list[str]:
         f"--auto-compaction-mode={auto['mode']}",
         f"--auto-compaction-retention={auto['retention']}",
     ]
+
+
+def corruption_check_args(spec: Mapping[str, Any]) -> list[str]:
+    """etcd's corruption check flags, only when the spec asks."""
+    check = spec.get("corruptionCheck") or {}
+    args = []
+    if check.get("interval") not in (None, "", "0"):
+        args.append(f"--corrupt-check-time={check['interval']}")
+    if check.get("onStart"):
+        args.append("--experimental-initial-corrupt-check=true")
+    return args
 
 
 def tls_args(body: Mapping[str, Any]) -> list[str]:

@@ -37,6 +37,9 @@ CREATE, BOOTSTRAP, SCALE_UP, SCALE_DOWN, UPGRADE, REPAIR = (
     "Upgrade",
     "Repair",
 )
+ALARM_RAISED = "AlarmRaised"
+"""The Degraded reason while a member alarm (NOSPACE, CORRUPT) is raised in the cluster."""
+
 _PROGRESSING_REASON = {
     CREATE: "Creating",
     BOOTSTRAP: "Bootstrapping",
@@ -129,6 +132,8 @@ def conditions(spec: Spec, observed: Observed, step: Step) -> list[Condition]:
     not_ready = [p for p in observed.pods if not p.ready and not p.deleting]
     if isinstance(step, ReportQuorumLost | RolloutHalted):
         degraded = Condition("Degraded", TRUE, step.reason, step.message)
+    elif cluster is not None and cluster.alarms:
+        degraded = Condition("Degraded", TRUE, ALARM_RAISED, alarm_message(cluster))
     elif unhealthy and available.status == TRUE:
         names = ", ".join(m.name or f"{m.id:x}" for m in unhealthy)
         degraded = Condition("Degraded", TRUE, "MembersUnhealthy", f"unhealthy: {names}")
@@ -138,6 +143,21 @@ def conditions(spec: Spec, observed: Observed, step: Step) -> list[Condition]:
     else:
         degraded = Condition("Degraded", FALSE, "Healthy", "")
     return [available, progressing, degraded]
+
+
+def alarm_message(cluster: Cluster) -> str:
+    """The cluster's alarms for people: what each one stops, and for which member."""
+    stops = {
+        "NOSPACE": "writes that add data are refused until space is freed and it is disarmed",
+        "CORRUPT": "every write is refused until the member is replaced and it is disarmed",
+    }
+    parts = []
+    for member_id, alarm in sorted(cluster.alarms):
+        m = cluster.by_id(member_id)
+        who = m.name if m is not None and m.name else f"{member_id:x}"
+        stopped = stops.get(alarm, "see etcdctl alarm list")
+        parts.append(f"{alarm} raised for member {who}: {stopped}")
+    return "; ".join(parts)
 
 
 def phase(spec: Spec, observed: Observed, step: Step) -> str:

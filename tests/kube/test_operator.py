@@ -591,6 +591,10 @@ def test_invalid_clusters_are_refused_with_a_readable_message(crd: None, namespa
     err = kubectl_error("apply", "-n", namespace, "-f", "-", stdin=_sample(autoCompaction=by_time))
     assert "must be a number of revisions when mode is revision" in err, err
 
+    daily = {"interval": "1d"}
+    err = kubectl_error("apply", "-n", namespace, "-f", "-", stdin=_sample(corruptionCheck=daily))
+    assert "spec.corruptionCheck.interval" in err and "should match" in err, err
+
     kubectl("apply", "-n", namespace, "-f", "-", stdin=_sample())
     err = kubectl_error(
         "patch",

@@ -163,6 +163,7 @@ def test_a_full_spec_is_valid() -> None:
         },
         quotaBytes=8 * 1024**3,
         autoCompaction={"mode": "periodic", "retention": "1h30m"},
+        corruptionCheck={"interval": "1h", "onStart": True},
         pvcRetentionPolicy="Delete",
         tls={"serverSecret": "s", "peerSecret": "p", "clientSecret": "c", "clientCertAuth": True},
     )
@@ -181,6 +182,9 @@ def test_a_full_spec_is_valid() -> None:
         ({"autoCompaction": {"retention": "-1"}}, "does not match"),
         ({"autoCompaction": {"mode": "hourly", "retention": "1"}}, "is not one of"),
         ({"autoCompaction": {"mode": "periodic"}}, "'retention' is a required property"),
+        ({"corruptionCheck": {"interval": "1d"}}, "does not match"),
+        ({"corruptionCheck": {"onStart": "yes"}}, "is not of type 'boolean'"),
+        ({"corruptionCheck": {"every": "1h"}}, "Additional properties are not allowed"),
         ({"replica": 3}, "Additional properties are not allowed ('replica' was unexpected)"),
         ({"storage": {"size": "1Gi", "class": "x"}}, "Additional properties are not allowed"),
         ({"podTemplate": {"labels": {"a": 1}}}, "is not of type 'string'"),

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 from kubernetes import client
 
 from flotilla.operator import plan as p
 from flotilla.operator.kube import authorization
-from flotilla.operator.observe import MemberStatus, elected, flotilla_version, read_cluster
+from flotilla.operator.observe import (
+    MemberStatus,
+    elected,
+    flotilla_version,
+    parse_alarms,
+    read_cluster,
+)
 from flotilla.operator.reconcile import announcements
 
 
@@ -46,6 +53,15 @@ def test_members_are_matched_to_pods_and_lag_is_measured_from_the_leader() -> No
     assert (m1.ordinal, m1.healthy, m1.lag) == (1, True, 30)
     # The learner's pod does not exist yet: known by its peer URL, unhealthy, lag unknown.
     assert (m3.ordinal, m3.is_learner, m3.healthy, m3.lag) == (3, True, False, None)
+
+
+def test_alarms_are_the_leaders_as_status_words_them() -> None:
+    errors = ["memberID:12 alarm:CORRUPT", "memberID:7 alarm:NOSPACE", "something else"]
+    assert parse_alarms(errors) == ((12, "CORRUPT"), (7, "NOSPACE"))
+    leader = replace(status(1, 1), alarms=((12, "CORRUPT"),))
+    stale = replace(status(2, 1), alarms=((7, "NOSPACE"),))  # not applied the disarm yet
+    cluster = read_cluster("db", {0: leader, 1: stale}, [listed(1, "db-0"), listed(2, "db-1")], 1)
+    assert cluster is not None and cluster.alarms == ((12, "CORRUPT"),)
 
 
 def test_no_answer_is_no_cluster_and_no_leader_is_no_quorum() -> None:
@@ -90,3 +106,19 @@ def test_the_service_account_token_is_sent_in_cluster_and_from_a_kubeconfig() ->
     kubeconfig.api_key = {"authorization": "Bearer user-token"}
     assert authorization(kubeconfig) == "Bearer user-token"
     assert authorization(client.Configuration()) is None  # client certificates only
+
+
+def test_a_raised_alarm_is_a_warning_told_once_and_again_when_it_changes() -> None:
+    def degraded(reason: str, message: str) -> dict[str, object]:
+        return {"conditions": [{"type": "Degraded", "reason": reason, "message": message}]}
+
+    done = p.Done()
+    healthy = degraded("Healthy", "")
+    corrupt = degraded("AlarmRaised", "CORRUPT raised for member db-1: ...")
+    assert announcements(done, healthy, corrupt, None) == [
+        ("AlarmRaised", "CORRUPT raised for member db-1: ...", True)
+    ]
+    assert announcements(done, corrupt, corrupt, None) == []
+    both = degraded("AlarmRaised", "CORRUPT raised for member db-1: ...; NOSPACE ...")
+    assert [e[0] for e in announcements(done, corrupt, both, None)] == ["AlarmRaised"]
+    assert announcements(done, corrupt, healthy, None) == []

@@ -173,6 +173,21 @@ def test_auto_compaction_reaches_the_flags_only_when_asked_for() -> None:
     assert config_hash(spelled["spec"]) == config_hash(hourly["spec"])
 
 
+def test_corruption_checks_reach_the_flags_only_when_asked_for() -> None:
+    f = flags(resources.statefulset(BODY))
+    assert "corrupt-check-time" not in f and "experimental-initial-corrupt-check" not in f
+    both = body(corruptionCheck={"interval": "1h", "onStart": True})
+    f = flags(resources.statefulset(both))
+    assert (f["corrupt-check-time"], f["experimental-initial-corrupt-check"]) == ("1h", "true")
+    assert config_hash(both["spec"]) != config_hash(BODY["spec"])
+    off = flags(resources.statefulset(body(corruptionCheck={"interval": "0", "onStart": False})))
+    assert "corrupt-check-time" not in off and "experimental-initial-corrupt-check" not in off
+    # What the pods get, the member parses.
+    args = container(resources.statefulset(both))["args"]
+    cfg = parse([a for a in args if "corrupt" in a], environ={})
+    assert (cfg.corrupt_check_seconds, cfg.initial_corrupt_check) == (3600.0, True)
+
+
 def test_pods_created_after_the_bootstrap_join_an_existing_cluster() -> None:
     sts = resources.statefulset(BODY, replicas=5, initial_cluster_state="existing")
     f = flags(sts)

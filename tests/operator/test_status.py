@@ -89,6 +89,23 @@ def test_a_member_down_at_rest_is_degraded_but_available() -> None:
     assert status.phase(sp, ob, plan(sp, ob)) == "Degraded"
 
 
+def test_an_alarm_is_degraded_and_says_what_it_stops() -> None:
+    sp, healthy = spec(), world()
+    assert healthy.cluster is not None
+    cluster = replace(healthy.cluster, alarms=((mid(1), "CORRUPT"), (0xABC, "NOSPACE")))
+    ob = replace(healthy, cluster=cluster)
+    step = plan(sp, ob)
+    degraded = next(c for c in status.conditions(sp, ob, step) if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "AlarmRaised")
+    assert degraded.message == (
+        "CORRUPT raised for member db-1: every write is refused until the member is replaced "
+        "and it is disarmed; NOSPACE raised for member abc: writes that add data are refused "
+        "until space is freed and it is disarmed"
+    )
+    assert status.phase(sp, ob, step) == "Degraded"
+    assert summary(sp, ob)["Available"] == ("True", "QuorumAvailable")
+
+
 def test_repairing() -> None:
     sp, ob = spec(), world(unhealthy=(1,), pvcs=(Pvc(0, mid(0)), Pvc(2, mid(2))))
     assert summary(sp, ob)["Progressing"] == ("True", "Repairing")
