@@ -19,6 +19,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from .. import backup, statesnap
 from ..api.etcdpb import rpc_pb2 as pb
 from ..api.services import add_services
@@ -203,7 +205,11 @@ class KvStateMachine:
                 member, revision, index, PEER_HASH_TIMEOUT_SECONDS
             )
         except Exception as exc:  # unreachable, behind, compacted, an earlier version
-            log.warning("corruption check: no hash from member %x: %s", member, exc)
+            if isinstance(exc, grpc.aio.AioRpcError):
+                why = f"{exc.code().name}: {exc.details()}"
+            else:
+                why = str(exc) or type(exc).__name__
+            log.warning("corruption check: no hash from member %x: %s", member, why)
             return None
         return corruption.from_peer(resp)
 

@@ -7,10 +7,11 @@ image ``flotilla/node`` to the installed project). Everything is checked from ou
 way a person would: ``kubectl``, Events, and ``etcdctl`` against the members.
 
 The tests of this module share one RaftCluster and run in order, as one story: created from
-the sample manifest; then, with a writer (``writer.py``) putting keys through the client
-Service all along, scaled 3 -> 5 -> 3 -> 1 -> 3 (the operator killed with SIGKILL in the middle
-of the last scale-up and started again), a pod deleted, a pod's claim deleted, upgraded (the
-operator killed mid-upgrade), rolled onto a version that crashes and back; finally deleted.
+the sample manifest; an alarm raised and disarmed; then, with a writer (``writer.py``)
+putting keys through the client Service all along, scaled 3 -> 5 -> 3 -> 1 -> 3 (the operator
+killed with SIGKILL in the middle of the last scale-up and started again), a pod deleted, a
+pod's claim deleted, upgraded (the operator killed mid-upgrade), rolled onto a version that
+crashes and back; finally deleted.
 After each operation every acknowledged write must be stored and no run of failed writes may
 have lasted more than 3 s. The last test needs no operator: the API server itself refuses
 invalid specs.
@@ -30,9 +31,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
+from flotilla.node.api.etcdpb import rpc_pb2, rpc_pb2_grpc
 from tests.kube.kubectl import get, get_or_none, kubectl, kubectl_error, pod_ready, wait_for
 from tests.kube.localkube.config import REPO_ROOT, Config
 from tests.kube.writer import Writer
@@ -247,6 +250,38 @@ def test_sample_cluster_comes_up_with_a_leader(operated: str, etcdctl_installed:
     assert out.returncode == 0, out.stderr
     assert "cluster OK" in out.stdout and "3/3 voters healthy" in out.stdout, out.stdout
     assert f"leader {leader}" in out.stdout, out.stdout
+
+
+def test_a_raised_alarm_degrades_the_cluster_until_disarmed(
+    operated: str, etcdctl_installed: None
+) -> None:
+    """The operator reads alarms from the leader's Status: raised, the cluster is Degraded
+    with a message naming the alarm and the member, and a Warning Event says so."""
+    ns = operated
+    eps = endpoints(ns)
+    member = member_list(eps[0])[1]
+    with grpc.insecure_channel(eps[0]) as channel:
+        rpc_pb2_grpc.MaintenanceStub(channel).Alarm(
+            rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE,
+                memberID=int(member["ID"]),
+                alarm=rpc_pb2.NOSPACE,
+            ),
+            timeout=10,
+        )
+
+    def degraded() -> dict[str, str]:
+        st = raftcluster(ns).get("status") or {}
+        cond = next(c for c in st.get("conditions", []) if c["type"] == "Degraded")
+        assert st.get("phase") == "Degraded" and cond["reason"] == "AlarmRaised", (st, cond)
+        return cond
+
+    cond = wait_for("the cluster to be Degraded by the alarm", degraded, timeout=60)
+    assert cond["message"].startswith(f"NOSPACE raised for member {member['name']}: "), cond
+    assert ("AlarmRaised", cond["message"]) in events(ns)
+
+    etcdctl("alarm", "disarm", endpoint=eps[0])
+    wait_for("the cluster to run again", lambda: converged(ns, 3), timeout=60)
 
 
 def budget(ns: str) -> int:
