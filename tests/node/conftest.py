@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .procs import ProcessCluster
+from .procs import FAILED, ProcessCluster
 
 
 @pytest.hookimpl(wrapper=True)
@@ -17,9 +17,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call":
         item.stash[FAILED] = report.failed
     return report
-
-
-FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture

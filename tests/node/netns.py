@@ -15,7 +15,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .procs import Proc, ProcessCluster
+import pytest
+
+from .procs import FAILED, Proc, ProcessCluster
 
 _subnets = itertools.count(os.getpid() % 200 + 20)
 
@@ -217,14 +219,16 @@ class NetnsCluster(ProcessCluster):
         sh("ip", "link", "del", self.bridge, check=False)
 
 
-def running(c: NetnsCluster) -> Iterator[NetnsCluster]:
-    """Set up ``c``'s network, start it healthy, yield it; its logs on a failure, and
-    everything stopped and torn down afterwards (the body of a test fixture)."""
+def running(c: NetnsCluster, request: pytest.FixtureRequest) -> Iterator[NetnsCluster]:
+    """Set up ``c``'s network, start it healthy, yield it; its logs if the start or the test
+    failed, and everything stopped and torn down afterwards (the body of a test fixture)."""
     c.setup_network()
     try:
         c.start()
         c.wait_healthy()
         yield c
+        if request.node.stash.get(FAILED, True):
+            print(c.logs())
     except BaseException:
         print(c.logs())
         raise

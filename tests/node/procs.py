@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 T = TypeVar("T")
 
 
@@ -52,6 +54,11 @@ def free_port_block(n: int, start: int = 21000, stop: int = 32000) -> int:
             for s in socks:
                 s.close()
     raise AssertionError(f"no block of {n} free ports between {start} and {stop}")
+
+
+FAILED = pytest.StashKey[bool]()
+"""Set by ``conftest.pytest_runtest_makereport``: whether a test's body failed, so that its
+fixtures show the members' logs."""
 
 
 def wait_for(

@@ -33,10 +33,10 @@ DUMP_STALL_MS = 10_000  # the follower's dump: long enough to install the leader
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NetnsCluster]:
     c = NetnsCluster(tmp_path, 3, extra_flags=[f"--snapshot-count={SNAPSHOT_COUNT}"])
     c.members[2].env = {"FLOTILLA_FAILPOINTS": f"snapshot.after_dump=sleep:ms={DUMP_STALL_MS}"}
-    yield from running(c)
+    yield from running(c, request)
 
 
 def put_many(endpoint: str, first: int, n: int) -> None:
