@@ -61,6 +61,11 @@ def _hostport(url: str) -> str:
 # apply batch of a healthy member, short enough that a stuck one is restarted.
 LIVENESS_STALL_S = 30.0
 
+# How long a starting member waits for each peer's hash in the initial corruption check: a
+# peer that does not answer in time (cut off, or hashing a very large store) is left out,
+# and the start goes on.
+INITIAL_CHECK_TIMEOUT_S = 15.0
+
 
 class Member:
     """Everything one member runs, started and stopped together."""
@@ -144,7 +149,12 @@ class Member:
         async def ask(urls: list[str]) -> corruption.Hash | None:
             try:
                 resp = await fetch_hash(
-                    cfg.cluster_id, cfg.member_id, urls, local.hash_revision, 30.0, self.peer_tls
+                    cfg.cluster_id,
+                    cfg.member_id,
+                    urls,
+                    local.hash_revision,
+                    INITIAL_CHECK_TIMEOUT_S,
+                    self.peer_tls,
                 )
             except ConnectionError as exc:
                 log.warning("initial corruption check: no hash from %s: %s", ",".join(urls), exc)
