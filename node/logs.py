@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -57,8 +58,17 @@ class _Json(logging.Formatter):
         return json.dumps(doc)
 
 
+def _not_a_cancelled_call(record: logging.LogRecord) -> bool:
+    """grpc.aio logs a call its server cancelled (a peer's stream still open when the member
+    stops) as an unhandled exception with a traceback. A cancelled call is how a stop ends
+    calls, not an error; it is left out of the log."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (record.name.startswith("grpc") and isinstance(exc, asyncio.CancelledError))
+
+
 def setup_logging(member: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_not_a_cancelled_call)
     fmt = os.environ.get("FLOTILLA_LOG_FORMAT", "text")
     handler.setFormatter(_Json(member) if fmt == "json" else _Text(member))
     root = logging.getLogger()

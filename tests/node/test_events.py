@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sys
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from flotilla.node import events
-from flotilla.node.logs import _Json, _Text
+from flotilla.node.logs import _Json, _Text, setup_logging
 
 
 def core(term: int = 3, commit: int = 40, applied: int = 39) -> Any:
@@ -38,3 +40,28 @@ def test_fields_in_json_and_text() -> None:
     assert doc["member"] == "m1" and doc["term"] == 2 and doc["voters"] == ["a", "b"]
     line = _Text("m1").format(record)
     assert line.endswith(" m1 became leader term=2 index=7 voters=a,b joint=false"), line
+
+
+def test_a_call_cancelled_by_grpc_is_not_logged_as_an_error() -> None:
+    """When a member stops, grpc.aio cancels the peers' streams still open and logs each as
+    an unhandled exception with a traceback; that is how a stop ends calls, not an error."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("m1")
+        handler = root.handlers[0]
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    def record(name: str, exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord(
+                name, logging.ERROR, __file__, 1, "Exception not handled", None, sys.exc_info()
+            )
+
+    assert not handler.filter(record("grpc._cython.cygrpc", asyncio.CancelledError()))
+    assert handler.filter(record("grpc._cython.cygrpc", RuntimeError("a real one")))
+    assert handler.filter(record("flotilla.node", asyncio.CancelledError()))
