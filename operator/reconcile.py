@@ -112,7 +112,10 @@ def announcements(
     alarm = isinstance(step, p.ReportQuorumLost | p.RolloutHalted)
     if alarm and (previous.get("phase") != new.get("phase") or _degraded(previous) != step.message):
         out.append((step.reason, step.message, True))
-    if isinstance(step, p.Done) and previous.get("phase") != new.get("phase"):
+    # Told when the cluster comes to rest, not when it rests Degraded (an alarm, a member
+    # down): that has its own Warning or condition.
+    done = new.get("phase") == "Running" and previous.get("phase") != "Running"
+    if isinstance(step, p.Done) and done:
         out.append((step.reason, step.message, False))
     raised = _condition(new, "Degraded")
     message = str(raised.get("message", ""))

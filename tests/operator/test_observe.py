@@ -96,6 +96,10 @@ def test_failures_and_alarms_are_warnings_done_is_told_when_reached() -> None:
         ("Reconciled", "the cluster matches the spec", False)
     ]
     assert announcements(done, {"phase": "Running"}, {"phase": "Running"}, None) == []
+    assert announcements(done, {"phase": "Running"}, {"phase": "Degraded"}, None) == []
+    assert announcements(done, {"phase": "Degraded"}, {"phase": "Running"}, None) == [
+        ("Reconciled", "the cluster matches the spec", False)
+    ]
 
 
 def test_the_service_account_token_is_sent_in_cluster_and_from_a_kubeconfig() -> None:
