@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
+from tests.node.procs import FAILED
+
 _exit_status: list[int] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Remember whether a test's body failed, so fixtures can show the members' logs."""
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

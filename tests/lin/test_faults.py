@@ -26,9 +26,9 @@ SEED = int(os.environ.get("FLOTILLA_FAULTS_SEED", random.randrange(1 << 30)))
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NetnsCluster]:
     c = NetnsCluster(tmp_path, 3, extra_flags=["--snapshot-count=300"])
-    yield from running(c)
+    yield from running(c, request)
 
 
 @pytest.mark.parametrize(

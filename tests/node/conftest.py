@@ -10,15 +10,6 @@ import pytest
 from .procs import FAILED, ProcessCluster
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    """Remember whether a test's body failed, so fixtures can show the members' logs."""
-    report = yield
-    if report.when == "call":
-        item.stash[FAILED] = report.failed
-    return report
-
-
 @pytest.fixture
 def make_cluster(
     tmp_path: Path, request: pytest.FixtureRequest

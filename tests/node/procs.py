@@ -57,7 +57,7 @@ def free_port_block(n: int, start: int = 21000, stop: int = 32000) -> int:
 
 
 FAILED = pytest.StashKey[bool]()
-"""Set by ``conftest.pytest_runtest_makereport``: whether a test's body failed, so that its
+"""Whether a test's body failed (set by the hook in ``tests/conftest.py``), so that its
 fixtures show the members' logs."""
 
 
