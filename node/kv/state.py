@@ -19,8 +19,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from .. import backup, statesnap
 from ..api.etcdpb import rpc_pb2 as pb
 from ..api.services import add_services
@@ -28,6 +26,7 @@ from ..config import NodeConfig
 from ..server import CORRUPT, NOSPACE
 from ..transport import renewals
 from ..transport.pb import raftpeer_pb2 as peer_pb
+from ..transport.stream import describe_error
 from . import autocompact, corruption, requests
 from .apply import Applier
 from .errors import (
@@ -205,10 +204,7 @@ class KvStateMachine:
                 member, revision, index, PEER_HASH_TIMEOUT_SECONDS
             )
         except Exception as exc:  # unreachable, behind, compacted, an earlier version
-            if isinstance(exc, grpc.aio.AioRpcError):
-                why = f"{exc.code().name}: {exc.details()}"
-            else:
-                why = str(exc) or type(exc).__name__
+            why = describe_error(exc)
             log.warning("corruption check: no hash from member %x: %s", member, why)
             return None
         return corruption.from_peer(resp)

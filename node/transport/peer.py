@@ -388,35 +388,36 @@ async def fetch_hash(
     tls: TlsMaterial | None = None,
 ) -> pb.PeerHashResponse:
     """A peer's hash at ``revision``, asked at one of its ``peer_urls`` (for a member's
-    initial corruption check, before its own transport runs). Raises ConnectionError with
-    every URL's failure when none answered."""
-    errors = []
-    credentials = tls.channel_credentials() if tls else None
+    initial corruption check, before its own transport runs)."""
     request = pb.PeerHashRequest(cluster_id=cluster_id, from_id=from_id, revision=revision)
-    for url in peer_urls:
-        try:
-            async with open_channel(grpc_target(url), credentials) as channel:
-                resp: pb.PeerHashResponse = await pb_grpc.RaftPeerStub(channel).HashKV(
-                    request, timeout=timeout
-                )
-                return resp
-        except grpc.aio.AioRpcError as err:
-            errors.append(f"{url}: {err.details() or err.code().name}")
-    raise ConnectionError("; ".join(errors))
+    resp: pb.PeerHashResponse = await _first_answer(
+        peer_urls, tls, lambda stub: stub.HashKV(request, timeout=timeout)
+    )
+    return resp
 
 
 async def fetch_members(
     cluster_id: int, peer_urls: list[str], timeout: float = 5.0, tls: TlsMaterial | None = None
 ) -> bytes:
     """The member list as one of ``peer_urls`` knows it (for a member joining a cluster)."""
+    request = pb.MembersRequest(cluster_id=cluster_id)
+    resp = await _first_answer(peer_urls, tls, lambda stub: stub.Members(request, timeout=timeout))
+    return bytes(resp.members)
+
+
+async def _first_answer(
+    peer_urls: list[str],
+    tls: TlsMaterial | None,
+    call: Callable[[pb_grpc.RaftPeerStub], Awaitable[Any]],
+) -> Any:
+    """One call on a channel of its own, to each URL in turn until one answers (for a member
+    that has no transport running yet). Raises ConnectionError naming every URL's failure."""
     errors = []
     credentials = tls.channel_credentials() if tls else None
     for url in peer_urls:
         try:
             async with open_channel(grpc_target(url), credentials) as channel:
-                stub = pb_grpc.RaftPeerStub(channel)
-                resp = await stub.Members(pb.MembersRequest(cluster_id=cluster_id), timeout=timeout)
-                return bytes(resp.members)
+                return await call(pb_grpc.RaftPeerStub(channel))
         except grpc.aio.AioRpcError as err:
             errors.append(f"{url}: {err.details() or err.code().name}")
     raise ConnectionError("no peer answered: " + "; ".join(errors))

@@ -187,7 +187,7 @@ class PeerStream:
                 "stream to member %x at %s broke: %s",
                 self.member_id,
                 self.urls[self._url_index],
-                _describe(error),
+                describe_error(error),
             )
             reached, self.connected = self.connected, False
             failures += 1
@@ -230,7 +230,8 @@ class PeerStream:
             call.cancel()
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: BaseException) -> str:
+    """A gRPC error as its status and details, on one line; anything else as itself."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return repr(exc)
