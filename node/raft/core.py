@@ -391,7 +391,7 @@ class RaftCore:
 
     def ready(self) -> Ready:
         if self._commit_news:
-            self._announce_commit()
+            self._announce_commit(defer=True)
         log = self.log
         rd = Ready()
         hs = self.hard_state()
@@ -705,7 +705,10 @@ class RaftCore:
             except ProposalDropped:
                 return
             if m.entries:
-                self._append([e.data for e in m.entries], EntryType.NORMAL)
+                last = self._append([e.data for e in m.entries], EntryType.NORMAL)
+                pr = self.prs.get(m.frm)
+                if pr is not None:
+                    pr.awaits_commit = last  # it answers its client once it applies them
             return
         if t == MT.READ_INDEX:
             self._leader_read(m.frm, m.reads)
@@ -832,15 +835,43 @@ class RaftCore:
         pr.become_snapshot(meta.index)
         return True
 
-    def _announce_commit(self) -> None:
-        """Tell followers about a commit index they have not heard of yet (one message each)."""
+    def commit_unannounced(self) -> bool:
+        """True while a streaming follower has not been told the leader's commit index.
+
+        The leader tells a follower at once only when the follower waits for it (its own
+        forwarded proposals or reads, or it is being probed). Others learn it from the next
+        append, which usually follows within a write's round trip; the driver calls
+        ``announce_commit`` after a short delay when none did.
+        """
+        if self.role != Role.LEADER:
+            return False
+        commit = self.log.committed
+        return any(
+            mid != self.id and pr.sent_commit < commit and not pr.is_paused()
+            for mid, pr in self.prs.items()
+        )
+
+    def announce_commit(self) -> None:
+        """Tell every follower a commit index it has not heard of yet."""
+        self._announce_commit(defer=False)
+
+    def _announce_commit(self, defer: bool) -> None:
+        """Send followers the commit index they lack, one empty append each.
+
+        ``defer``: leave out streaming followers that wait for nothing below it. Each such
+        announcement costs both members a message, most of a follower's work per write when
+        one client writes to the leader, and the next append carries the index anyway.
+        """
         self._commit_news = False
         if self.role != Role.LEADER:
             return
         commit = self.log.committed
         for mid, pr in self.prs.items():
-            if mid != self.id and pr.sent_commit < commit:
-                self._send_append(mid, pr, send_empty=True, announce=True)
+            if mid == self.id or pr.sent_commit >= commit:
+                continue
+            if defer and pr.state == ProgressState.REPLICATE and pr.awaits_commit <= pr.sent_commit:
+                continue
+            self._send_append(mid, pr, send_empty=True, announce=True)
 
     def _bcast_heartbeat(self) -> None:
         # Every heartbeat round doubles as a read-confirmation round.
@@ -848,6 +879,7 @@ class RaftCore:
         commit = self.log.committed
         for mid, pr in self.prs.items():
             if mid != self.id:
+                pr.sent_commit = max(pr.sent_commit, min(pr.match, commit))
                 self.msgs.append(
                     Message(
                         MT.HEARTBEAT,
@@ -1008,6 +1040,11 @@ class RaftCore:
                 MT.READ_INDEX_RESP, requester, self.id, self.term, index=index, reads=contexts
             )
             self.msgs.append(resp)
+            pr = self.prs.get(requester)
+            if pr is not None and pr.sent_commit < index:
+                # It serves the reads once it has applied up to the index: tell it now.
+                pr.awaits_commit = max(pr.awaits_commit, index)
+                self._commit_news = True
 
     # == leadership transfer ===================================================================
 

@@ -57,6 +57,7 @@ class Inflights:
 
 class Progress:
     __slots__ = (
+        "awaits_commit",
         "inflights",
         "match",
         "next",
@@ -77,9 +78,12 @@ class Progress:
         self.pending_snapshot = 0
         self.snapshot_ticks = 0
         self.recent_active = True
-        # The commit index last told to this follower; the leader sends an empty append
-        # when its commit index moves past it, so followers learn commits promptly.
+        # The commit index last told to this follower. When the leader's commit index moves
+        # past it, the follower hears of it with the next append, or from an empty one sent
+        # at once if it waits for an index above what it was told (``awaits_commit``: its
+        # forwarded proposals, its reads), else after a short delay.
         self.sent_commit = 0
+        self.awaits_commit = 0
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
 
     def __repr__(self) -> str:

@@ -72,6 +72,7 @@ class Simulation:
         for m in self.c.members.values():
             m.snapshot_every = self.rng.choice([0, 15, 40])
             m.keep_entries = self.rng.choice([0, 3, 10])
+        self.c.announce_chance = self.rng.choice([1.0, 0.3, 0.02])
         self.write_seq = 0
         self.read_seq = 0
         self.conf_changes = 0

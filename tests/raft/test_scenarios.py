@@ -125,20 +125,20 @@ def test_a_commit_announcement_to_a_streaming_follower_asks_for_no_answer() -> N
     """The leader's message that only carries a new commit index is not acknowledged
     (nothing new to acknowledge) unless the follower must reject it."""
     conf = ConfState(frozenset({1, 2, 3}))
-    leader = RaftCore(Config(1), InitialState(HardState(term=1), SnapshotMeta(0, 0, conf), []))
-    leader.campaign()
-    leader.step(Message(MT.PRE_VOTE_RESP, 1, 2, 1))
-    leader.advance(leader.ready())
-    leader.step(Message(MT.VOTE_RESP, 1, 2, 2))
-    noop = leader.ready()
-    leader.advance(noop)
-    index = noop.entries[-1].index
-    leader.step(Message(MT.APP_RESP, 1, 2, 2, index=index))  # 2 now streams; 3 is probed
+    leader, index = leader_with_one_streaming_follower()
+    rd = leader.ready()
+    assert 2 not in {m.to for m in rd.messages if m.type == MT.APP}, (
+        "a follower that waits for nothing was told the commit index at once"
+    )
+    assert leader.commit_unannounced()
+    leader.advance(rd)
+    leader.announce_commit()  # the driver's short timer ran out, no append went meanwhile
     rd = leader.ready()
     announced = {m.to: m for m in rd.messages if m.type == MT.APP}
     assert announced[2].commit == index and not announced[2].entries
     assert announced[2].context == COMMIT_ONLY
     assert 3 not in announced, "a probed follower gets one message at a time"
+    assert not leader.commit_unannounced()
 
     follower = RaftCore(
         Config(2), InitialState(HardState(term=2), SnapshotMeta(0, 0, conf), [Entry(2, 1)])
@@ -153,6 +153,67 @@ def test_a_commit_announcement_to_a_streaming_follower_asks_for_no_answer() -> N
     rd = follower.ready()
     answers = [m for m in rd.messages + rd.messages_after_persist if m.type == MT.APP_RESP]
     assert len(answers) == 1 and answers[0].reject, "a mismatch must still be reported"
+
+
+def leader_with_one_streaming_follower() -> tuple[RaftCore, int]:
+    """Member 1 leads {1, 2, 3} in term 2; 2 acknowledged the no-op, which is committed
+    (the ready that says so not yet taken); 3 has not answered its probe."""
+    conf = ConfState(frozenset({1, 2, 3}))
+    leader = RaftCore(Config(1), InitialState(HardState(term=1), SnapshotMeta(0, 0, conf), []))
+    leader.campaign()
+    leader.step(Message(MT.PRE_VOTE_RESP, 1, 2, 1))
+    leader.advance(leader.ready())
+    leader.step(Message(MT.VOTE_RESP, 1, 2, 2))
+    noop = leader.ready()
+    leader.advance(noop)
+    index = noop.entries[-1].index
+    leader.step(Message(MT.APP_RESP, 1, 2, 2, index=index))
+    assert leader.commit == index
+    return leader, index
+
+
+def test_a_follower_waiting_for_nothing_learns_a_commit_from_the_next_append() -> None:
+    leader, index = leader_with_one_streaming_follower()
+    leader.advance(leader.ready())
+    assert leader.commit_unannounced()
+    leader.propose([b"next"])
+    rd = leader.ready()
+    [append] = [m for m in rd.messages if m.type == MT.APP and m.to == 2]
+    assert append.commit == index and [e.data for e in append.entries] == [b"next"]
+    assert not leader.commit_unannounced(), "the append carried it: nothing left to announce"
+
+
+def test_a_follower_that_forwarded_a_proposal_hears_of_its_commit_at_once() -> None:
+    leader, _ = leader_with_one_streaming_follower()
+    leader.advance(leader.ready())
+    leader.step(Message(MT.PROP, 1, 2, 0, entries=[Entry(0, 0, b"from-2")]))
+    rd = leader.ready()
+    [append] = [m for m in rd.messages if m.type == MT.APP and m.to == 2]
+    leader.advance(rd)
+    last = append.entries[-1].index
+    leader.step(Message(MT.APP_RESP, 1, 2, 2, index=last))
+    assert leader.commit == last
+    rd = leader.ready()
+    told = [m for m in rd.messages if m.type == MT.APP and m.to == 2]
+    assert told and told[0].commit == last, "the follower answering its client was left waiting"
+
+
+@pytest.mark.parametrize("lease_reads", [False, True])
+def test_a_follower_read_is_released_without_the_delayed_announcement(lease_reads: bool) -> None:
+    c = Cluster(3, lease_reads=lease_reads)
+    c.announce_chance = 0.0  # the driver's timer never fires
+    c.tick(n=12)  # past the quiet period after start
+    c.elect(1)
+    c.tick([1], n=2)
+    c.stabilize()
+    write(c, 1, b"w1")
+    assert b"w1" not in applied_writes(c, 2), "the scenario needs a follower behind"
+    assert c[1].has_lease() == lease_reads
+    c.read(2, b"r-follower")
+    c.stabilize()
+    assert not c.members[2].waiting_reads, "the follower never learned the read's index"
+    assert b"w1" in applied_writes(c, 2)
+    assert c.reads_checked == 1
 
 
 # -- partitions ---------------------------------------------------------------------------
