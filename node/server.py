@@ -46,6 +46,7 @@ from .raft.types import (
     Snapshot,
 )
 from .storage.errors import WriteFailure
+from .storage.writer import SyncWriter
 
 log = logging.getLogger("flotilla.node")
 
@@ -122,6 +123,7 @@ class RaftNode:
         self.stats = Stats()
         self.members: dict[int, Member] = {}
         self._wake = asyncio.Event()
+        self._writer = SyncWriter()
         self._stopping = False
         self._last_lead = NONE
         self._last_role = Role.FOLLOWER
@@ -285,6 +287,12 @@ class RaftNode:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._drive()
+        finally:
+            self._writer.close()
+
+    async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._tick_seconds
         announce_at: float | None = None
@@ -411,7 +419,7 @@ class RaftNode:
             failpoints.hit("raft.before_log_write")
             if rd.must_sync:
                 started = time.perf_counter()
-                await asyncio.to_thread(batch.write)
+                await self._writer.run(batch.write)
                 took = time.perf_counter() - started
                 self.stats.fsync_seconds.append(took)
                 self._slow_fsync.observe(self.core, took, time.monotonic())
