@@ -61,7 +61,7 @@ def test_markdown_has_ratios_errors_and_failed_measurements() -> None:
         "notes": ["a note"],
     }
     md = markdown(report)
-    assert "| writes, 1 client | 100 | 400 |" in md
+    assert "| writes, 1 client, to the leader | 100 | 400 |" in md
     assert "| 0.25 |" in md
     assert "error" in md  # the failed watch workload is shown, not dropped
     assert "failed: not caught up after 120s" in md
@@ -76,7 +76,7 @@ def test_markdown_leaves_out_what_no_system_ran() -> None:
     md = markdown(
         {"date": "d", "machine": "m", "seconds": 1.0, "quick": False, "systems": [one], "notes": []}
     )
-    assert "| writes, 1 client |" not in md
+    assert "| writes, 1 client, to the leader |" not in md
     assert "| writes, 100 clients / 10 conns | 100 |" in md
 
     fill_only = system("flotilla", 100.0, workloads={})
