@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,28 @@ def test_new_leader_within_three_election_timeouts(cluster3: ProcessCluster) -> 
     assert elapsed >= 0, "no write succeeded within 10s of killing the leader"
     print(f"failover: {elapsed:.3f}s")
     assert elapsed < 3 * 0.5, f"failover took {elapsed:.2f}s, more than 3 election timeouts"
+
+
+def test_idle_followers_apply_a_write_to_the_leader_long_before_the_next_heartbeat(
+    make_cluster: Callable[..., ProcessCluster],
+) -> None:
+    """A follower that waits for nothing learns a commit index from the next append, or from
+    the leader's announcement 2 ms later when none goes out: not from the next heartbeat. With
+    heartbeats a second apart and nothing else to carry it, each write is applied everywhere
+    within 0.3 s (a heartbeat would land that soon after a write 3 times in 10)."""
+    c = make_cluster(3, extra_flags=["--heartbeat-interval=1000", "--election-timeout=5000"])
+    leader = c.wait_leader(timeout=30)
+    followers = [m for m in c.members if m is not leader]
+    applied = "etcd_server_proposals_applied_total"
+    for i in range(5):
+        etcdctl(leader.endpoint, "put", f"idle/{i}", "v")
+        index = leader.metric(applied)
+        wait_for(
+            f"both followers to apply index {index:.0f} (write {i})",
+            lambda index=index: all(f.metric(applied) >= index for f in followers),
+            timeout=0.3,
+            interval=0.01,
+        )
 
 
 def test_graceful_stop_hands_over_leadership(cluster3: ProcessCluster) -> None:
