@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import plyvel
@@ -12,9 +13,23 @@ import pytest
 from flotilla.node.storage.writer import SyncWriter
 
 
-def test_writes_run_in_order_off_the_loop_and_are_on_disk_when_awaited(tmp_path: Path) -> None:
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[plyvel.DB]:
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    writer = SyncWriter()
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def writer() -> Iterator[SyncWriter]:
+    w = SyncWriter()
+    yield w
+    w.close()
+
+
+def test_writes_run_in_order_off_the_loop_and_are_on_disk_when_awaited(
+    db: plyvel.DB, writer: SyncWriter
+) -> None:
     threads: list[str] = []
 
     def put(i: int) -> None:
@@ -26,19 +41,14 @@ def test_writes_run_in_order_off_the_loop_and_are_on_disk_when_awaited(tmp_path:
         await asyncio.gather(*pending)
         assert db.get(b"k") == b"49", "the last write handed over was not the last applied"
 
-    try:
-        asyncio.run(main())
-    finally:
-        writer.close()
-        db.close()
+    asyncio.run(main())
     assert len(threads) == 50
     assert set(threads) == {"flotilla-sync-writer"}, "a write ran on another thread"
 
 
-def test_an_error_reaches_the_waiter_and_the_writer_goes_on(tmp_path: Path) -> None:
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    writer = SyncWriter()
-
+def test_an_error_reaches_the_waiter_and_the_writer_goes_on(
+    db: plyvel.DB, writer: SyncWriter
+) -> None:
     def fail() -> None:
         raise OSError(28, "No space left on device")
 
@@ -47,17 +57,13 @@ def test_an_error_reaches_the_waiter_and_the_writer_goes_on(tmp_path: Path) -> N
             await writer.run(fail)
         await writer.run(lambda: db.put(b"after", b"1", sync=True))
 
-    try:
-        asyncio.run(main())
-        assert db.get(b"after") == b"1"
-    finally:
-        writer.close()
-        db.close()
+    asyncio.run(main())
+    assert db.get(b"after") == b"1"
 
 
-def test_a_cancelled_wait_does_not_stop_the_write_nor_the_writer(tmp_path: Path) -> None:
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    writer = SyncWriter()
+def test_a_cancelled_wait_does_not_stop_the_write_nor_the_writer(
+    db: plyvel.DB, writer: SyncWriter
+) -> None:
     release = threading.Event()
 
     def slow() -> None:
@@ -70,12 +76,8 @@ def test_a_cancelled_wait_does_not_stop_the_write_nor_the_writer(tmp_path: Path)
         release.set()
         await writer.run(lambda: None)  # runs after the slow one: it finished meanwhile
 
-    try:
-        asyncio.run(main())
-        assert db.get(b"slow") == b"1"
-    finally:
-        writer.close()
-        db.close()
+    asyncio.run(main())
+    assert db.get(b"slow") == b"1"
 
 
 def test_close_ends_the_thread_after_the_writes_handed_over() -> None:
