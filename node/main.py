@@ -19,13 +19,12 @@ import sys
 from collections.abc import Callable, Coroutine
 from urllib.parse import urlsplit
 
-import grpc
 import plyvel
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from . import __version__
-from .api import cluster, maintenance, membership
+from .api import cluster, h2grpc, maintenance, membership
 from .api.cluster import ClusterService
 from .api.etcdpb import flotilla_pb2, v3election_pb2, v3lock_pb2
 from .api.etcdpb import rpc_pb2 as pb
@@ -96,7 +95,7 @@ class Member:
             self._initial_corrupt_check()
         self.grpc_counters = GrpcCounters()
         self.metrics = NodeMetrics(self.node, self.grpc_counters)
-        self.grpc_server: grpc.aio.Server | None = None
+        self.grpc_server: h2grpc.Server | None = None
         self.http = HttpEndpoints(
             {
                 "/metrics": lambda: (200, "text/plain; version=0.0.4", self.metrics.render()),
@@ -208,8 +207,7 @@ class Member:
 
     async def start(self) -> None:
         cfg = self.cfg
-        # Created here, inside the running loop: grpc.aio binds to the loop that creates it.
-        server = self.grpc_server = grpc.aio.server(
+        server = self.grpc_server = h2grpc.Server(
             # Counted outermost, so requests the guard refuses show in the counts too.
             options=GRPC_SERVER_OPTIONS,
             interceptors=[self.grpc_counters, DecodeGuard()],
@@ -249,11 +247,13 @@ class Member:
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ]
-        reflection.enable_server_reflection(services, server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(services), server
+        )
         for url in cfg.listen_client_urls:
             if urlsplit(url).scheme == "https":
                 assert self.client_tls is not None  # the config checked it
-                server.add_secure_port(_hostport(url), self.client_tls.server_credentials())
+                server.add_secure_port(_hostport(url), self.client_tls.server_context())
             else:
                 server.add_insecure_port(_hostport(url))
         await server.start()

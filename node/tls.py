@@ -12,6 +12,8 @@ file is a configuration error and not a failure later in the middle of a handsha
 
 from __future__ import annotations
 
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,23 @@ class TlsMaterial:
             root_certificates=self.ca,
             require_client_auth=self.client_cert_auth,
         )
+
+    def server_context(self) -> ssl.SSLContext:
+        """The same, for a server on the ``ssl`` module: TLS 1.2 or later, ALPN ``h2``."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols(["h2"])
+        # load_cert_chain reads files only; the key never lands anywhere but a private file
+        # that is gone before this returns.
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "pair.pem"
+            path.touch(mode=0o600)
+            path.write_bytes(self.cert + b"\n" + self.key)
+            ctx.load_cert_chain(path)
+        if self.ca is not None:
+            ctx.load_verify_locations(cadata=self.ca.decode())
+            ctx.verify_mode = ssl.CERT_REQUIRED if self.client_cert_auth else ssl.CERT_OPTIONAL
+        return ctx
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """Verify the server against the trusted CA (the system's roots without one) and

@@ -1,10 +1,10 @@
 """A single-member stand-in for the driver, serving the real etcd services over real gRPC.
 
 It implements ``NodeHandle`` by applying each proposal directly through the real Applier on
-a real LevelDB: there is no Raft here, because the services are the subject. It runs a
-grpc.aio server on its own event loop in a background thread, so tests (and etcdctl) talk
-to it as to any etcd endpoint, and it plays the leader's part for leases: it polls the
-lessor for expired leases and proposes their expiry.
+a real LevelDB: there is no Raft here, because the services are the subject. It runs the
+member's own gRPC server (``h2grpc``) on its own event loop in a background thread, so tests
+(and etcdctl) talk to it as to any etcd endpoint, and it plays the leader's part for leases:
+it polls the lessor for expired leases and proposes their expiry.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
 import plyvel
 
+from flotilla.node.api import h2grpc
 from flotilla.node.api.etcdpb import rpc_pb2
 from flotilla.node.api.handle import GRPC_SERVER_OPTIONS
 from flotilla.node.api.services import add_services
@@ -88,7 +88,7 @@ class SingleMember:
 
 
 class Served:
-    """A SingleMember behind a grpc.aio server on loopback, run in a background thread."""
+    """A SingleMember behind the client gRPC server on loopback, run in a background thread."""
 
     def __init__(self, path: Path, **hub_kw: Any) -> None:
         self.loop = asyncio.new_event_loop()
@@ -99,7 +99,7 @@ class Served:
         self.endpoint = f"127.0.0.1:{self.port}"
 
     async def _start(self) -> int:
-        self.server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        self.server = h2grpc.Server(options=GRPC_SERVER_OPTIONS)
         add_services(self.server, self.member)
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
