@@ -59,16 +59,20 @@ class TlsMaterial:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["h2"])
-        # load_cert_chain reads files only; the key never lands anywhere but a private file
-        # that is gone before this returns.
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "pair.pem"
-            path.touch(mode=0o600)
-            path.write_bytes(self.cert + b"\n" + self.key)
-            ctx.load_cert_chain(path)
+        _load_pair(ctx, self.cert, self.key)
         if self.ca is not None:
             ctx.load_verify_locations(cadata=self.ca.decode())
             ctx.verify_mode = ssl.CERT_REQUIRED if self.client_cert_auth else ssl.CERT_OPTIONAL
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """What ``channel_credentials`` gives, for a connection on the ``ssl`` module."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols(["h2"])
+        if self.ca is not None:
+            ctx.load_verify_locations(cadata=self.ca.decode())
+        _load_pair(ctx, self.cert, self.key)
         return ctx
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
@@ -77,6 +81,16 @@ class TlsMaterial:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
+
+
+def _load_pair(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    # load_cert_chain reads files only; the key never lands anywhere but a private file
+    # that is gone before this returns.
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "pair.pem"
+        path.touch(mode=0o600)
+        path.write_bytes(cert + b"\n" + key)
+        ctx.load_cert_chain(path)
 
 
 def check(files: TlsFiles, prefix: str) -> None:

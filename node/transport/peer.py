@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from flotilla.node.api import h2grpc
 from flotilla.node.raft.types import Message, MessageType, Snapshot, SnapshotMeta
 from flotilla.node.rpcdecode import DecodeGuard
 from flotilla.node.tls import TlsMaterial
@@ -39,14 +40,9 @@ from . import renewals  # relative: mypy follows it (the installed package it ca
 
 log = logging.getLogger(__name__)
 
-SERVER_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", 256 << 20),
-    # Accept the peers' keepalive pings (see stream.CHANNEL_OPTIONS) instead of answering
-    # them with GOAWAY "too many pings".
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-]
+SERVER_OPTIONS: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 256 << 20)]
+"""The peer server is the client API's (``h2grpc``): it answers every keepalive ping the
+peers' channels send (see stream.CHANNEL_OPTIONS) and never refuses them as too many."""
 
 SnapshotSource = Callable[[], "tuple[SnapshotMeta, bytes] | None"]
 
@@ -117,6 +113,7 @@ class Transport:
             "max_bytes": max_queue_bytes,
             "backoff": backoff,
             "credentials": tls.channel_credentials() if tls else None,
+            "tls": tls.client_context() if tls else None,
             "reply_urls": advertise_urls,
         }
         self._chunk_size = snapshot_chunk_size
@@ -132,11 +129,11 @@ class Transport:
     # == lifecycle =============================================================================
 
     async def start(self, listen_url: str) -> None:
-        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[DecodeGuard()])
+        server = h2grpc.Server(options=SERVER_OPTIONS, interceptors=[DecodeGuard()])
         pb_grpc.add_RaftPeerServicer_to_server(self._service, server)
         target = grpc_target(listen_url)
         if self._tls is not None:
-            port = server.add_secure_port(target, self._tls.server_credentials())
+            port = server.add_secure_port(target, self._tls.server_context())
         else:
             port = server.add_insecure_port(target)
         if port == 0:

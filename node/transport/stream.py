@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from typing import Any, NoReturn
 
 import grpc
 
 from flotilla.node.raft.types import ENTRY_OVERHEAD, Message
+from flotilla.node.transport import h2call
 from flotilla.node.transport.codec import seal
 from flotilla.node.transport.pb import raftpeer_pb2 as pb
 from flotilla.node.transport.pb import raftpeer_pb2_grpc as pb_grpc
@@ -65,6 +67,8 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+SEND_PATH = f"/{pb.DESCRIPTOR.services_by_name['RaftPeer'].full_name}/Send"
+
 REPLY_URLS = "flotilla-reply-urls"
 """Call metadata of every stream: the sender's peer URLs, so that a receiver that does not
 know the sender yet can still answer it (see ``Transport.note_sender``)."""
@@ -89,6 +93,7 @@ class PeerStream:
         max_batch_bytes: int = 4 << 20,
         backoff: tuple[float, float] = BACKOFF,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: ssl.SSLContext | None = None,
         reply_urls: list[str] | None = None,
     ) -> None:
         if not urls:
@@ -103,7 +108,8 @@ class PeerStream:
         self._max_batch_bytes = max_batch_bytes
         self._backoff = backoff
         self._credentials = credentials
-        self._metadata = ((REPLY_URLS, ",".join(reply_urls)),) if reply_urls else None
+        self._tls = tls
+        self._metadata = ((REPLY_URLS, ",".join(reply_urls)),) if reply_urls else ()
         self._queue: deque[tuple[Message, int]] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -211,8 +217,14 @@ class PeerStream:
         self.stub = pb_grpc.RaftPeerStub(self.channel)
 
     async def _stream(self) -> NoReturn:
-        """Write batches until the stream breaks: this never returns, it raises."""
-        call = self.stub.Send(metadata=self._metadata)
+        """Write batches until the stream breaks: this never returns, it raises.
+
+        The stream is an HTTP/2 connection of its own (``h2call``), not a call on the
+        channel: its writes then stay on the event loop. The channel carries the rarer calls
+        (snapshots, forwarded keep-alives, hashes)."""
+        call = await h2call.StreamingCall.open(
+            self.urls[self._url_index], SEND_PATH, self._metadata, self._tls
+        )
         wake = self._wake
         call.add_done_callback(lambda _: wake.set())
         try:
@@ -221,10 +233,9 @@ class PeerStream:
                     await wake.wait()
                     wake.clear()
                 if call.done():
-                    await call  # raises the RPC's error
-                    raise ConnectionError("peer ended the stream")
+                    raise call.exception() or ConnectionError("peer ended the stream")
                 if self._queue:
-                    await call.write(self._take_batch())
+                    await call.write(self._take_batch().SerializeToString())
                     self.connected = True
         finally:
             call.cancel()
@@ -234,4 +245,6 @@ def describe_error(exc: BaseException) -> str:
     """A gRPC error as its status and details, on one line; anything else as itself."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, h2call.CallError):
+        return str(exc)
     return repr(exc)
