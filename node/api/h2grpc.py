@@ -74,17 +74,17 @@ _RESPONSE_HEADERS = b"\x88\x0f\x10\x10application/grpc"
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     n = len(payload)
     return _FRAME_HEAD.pack(n >> 8, n & 0xFF, kind, flags, stream_id) + payload
 
 
-def _literal(name: bytes, value: bytes) -> bytes:
+def literal(name: bytes, value: bytes) -> bytes:
     """A header field as a literal with a literal name, never indexed (RFC 7541 §6.2.2)."""
-    return b"\x00" + _hpack_string(name) + _hpack_string(value)
+    return b"\x00" + hpack_string(name) + hpack_string(value)
 
 
-def _hpack_string(s: bytes) -> bytes:
+def hpack_string(s: bytes) -> bytes:
     n = len(s)
     if n < 127:
         return bytes([n]) + s
@@ -98,11 +98,11 @@ def _hpack_string(s: bytes) -> bytes:
 
 
 def _status_block(code: grpc.StatusCode, details: str) -> bytes:
-    block = _literal(b"grpc-status", str(code.value[0]).encode())
+    block = literal(b"grpc-status", str(code.value[0]).encode())
     if details:
         # gRPC percent-encodes the message: anything outside printable ASCII, and '%'.
         encoded = quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
-        block += _literal(b"grpc-message", encoded.encode())
+        block += literal(b"grpc-message", encoded.encode())
     return block
 
 
@@ -245,7 +245,7 @@ class Stream:
     def _headers_once(self) -> None:
         if not self.headers_sent:
             self.headers_sent = True
-            self.conn.write(_frame(HEADERS, END_HEADERS, self.id, _RESPONSE_HEADERS))
+            self.conn.write(frame(HEADERS, END_HEADERS, self.id, _RESPONSE_HEADERS))
 
     async def send_message(self, payload: bytes) -> None:
         if self.reset or self.finished:
@@ -315,10 +315,8 @@ class Connection(asyncio.Protocol):
         self.server.connections.add(self)
         settings = struct.pack(">HI", S_INITIAL_WINDOW_SIZE, RECV_STREAM_WINDOW)
         settings += struct.pack(">HI", S_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST)
-        self.write(_frame(SETTINGS, 0, 0, settings))
-        self.write(
-            _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", RECV_CONN_WINDOW - DEFAULT_WINDOW))
-        )
+        self.write(frame(SETTINGS, 0, 0, settings))
+        self.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", RECV_CONN_WINDOW - DEFAULT_WINDOW)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -365,7 +363,7 @@ class Connection(asyncio.Protocol):
 
     def _fail(self, code: int, message: str) -> None:
         log.info("closing client connection from %s: %s", self.peer, message)
-        self.write(_frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code)))
+        self.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code)))
         self._flush()
         if self.transport is not None:
             self.transport.close()
@@ -376,7 +374,7 @@ class Connection(asyncio.Protocol):
         if self.closed or self.going_away:
             return
         self.going_away = True
-        self.write(_frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, NO_ERROR)))
+        self.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, NO_ERROR)))
         if not self.streams:
             self._close_soon()
 
@@ -410,10 +408,10 @@ class Connection(asyncio.Protocol):
                 break
             payload = buf[pos + 9 : pos + 9 + length]
             pos += 9 + length
-            self._frame(kind, flags, sid & 0x7FFFFFFF, payload)
+            self._frame_in(kind, flags, sid & 0x7FFFFFFF, payload)
         self.buf = buf[pos:]
 
-    def _frame(self, kind: int, flags: int, sid: int, p: bytes) -> None:
+    def _frame_in(self, kind: int, flags: int, sid: int, p: bytes) -> None:
         if self.continuing is not None and kind != CONTINUATION:
             raise ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
         if kind == DATA:
@@ -447,7 +445,7 @@ class Connection(asyncio.Protocol):
             if len(p) != 8:
                 raise ProtocolError(FRAME_SIZE_ERROR, "PING of wrong size")
             if not flags & ACK:
-                self.write(_frame(PING, ACK, 0, p))
+                self.write(frame(PING, ACK, 0, p))
         elif kind == WINDOW_UPDATE:
             self._window_update(sid, p)
         elif kind == RST_STREAM:
@@ -478,7 +476,7 @@ class Connection(asyncio.Protocol):
                 if not DEFAULT_FRAME <= value <= 2**24 - 1:
                     raise ProtocolError(PROTOCOL_ERROR, "bad max frame size")
                 self.peer_max_frame = value
-        self.write(_frame(SETTINGS, ACK, 0))
+        self.write(frame(SETTINGS, ACK, 0))
         self._unblock()
 
     def _window_update(self, sid: int, p: bytes) -> None:
@@ -508,7 +506,7 @@ class Connection(asyncio.Protocol):
             return  # a stream we already ended; the client had not seen that yet
         self.last_stream = sid
         if self.going_away or self.server.stopping:
-            self.write(_frame(RST_STREAM, 0, sid, struct.pack(">I", REFUSED_STREAM)))
+            self.write(frame(RST_STREAM, 0, sid, struct.pack(">I", REFUSED_STREAM)))
             return
         st = Stream(self, sid, path, metadata)
         self.streams[sid] = st
@@ -561,7 +559,7 @@ class Connection(asyncio.Protocol):
         counted = len(p)
         self.recv_unacked += counted
         if self.recv_unacked >= RECV_CONN_WINDOW // 2:
-            self.write(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
+            self.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
             self.recv_unacked = 0
         st = self.streams.get(sid)
         if st is None or st.client_done:
@@ -612,7 +610,7 @@ class Connection(asyncio.Protocol):
         if st.client_done or st.reset or st.recv_unacked < RECV_STREAM_WINDOW // 4:
             return
         if st.queued_bytes < RECV_STREAM_WINDOW:
-            self.write(_frame(WINDOW_UPDATE, 0, st.id, struct.pack(">I", st.recv_unacked)))
+            self.write(frame(WINDOW_UPDATE, 0, st.id, struct.pack(">I", st.recv_unacked)))
             st.recv_unacked = 0
 
     def _client_done(self, st: Stream) -> None:
@@ -660,7 +658,7 @@ class Connection(asyncio.Protocol):
         size = self.peer_max_frame
         while total < len(view) and room > 0:
             n = min(len(view) - total, room, size)
-            self.write(_frame(DATA, 0, st.id, bytes(view[total : total + n])))
+            self.write(frame(DATA, 0, st.id, bytes(view[total : total + n])))
             total += n
             room -= n
         self.send_window -= total
@@ -687,10 +685,10 @@ class Connection(asyncio.Protocol):
             st.drained.set_result(None)
 
     def end_stream(self, st: Stream, block: bytes) -> None:
-        self.write(_frame(HEADERS, END_HEADERS | END_STREAM, st.id, block))
+        self.write(frame(HEADERS, END_HEADERS | END_STREAM, st.id, block))
         if not st.client_done:
             # As grpc-go does: the answer is complete, the client need send nothing more.
-            self.write(_frame(RST_STREAM, 0, st.id, struct.pack(">I", NO_ERROR)))
+            self.write(frame(RST_STREAM, 0, st.id, struct.pack(">I", NO_ERROR)))
         self._forget(st)
 
 

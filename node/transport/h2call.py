@@ -41,9 +41,12 @@ from flotilla.node.api.h2grpc import (
     S_MAX_FRAME_SIZE,
     SETTINGS,
     WINDOW_UPDATE,
+    frame,
+    hpack_string,
+    literal,
 )
 
-_FRAME_HEAD = struct.Struct(">HBBBI")
+_FRAME_HEAD = struct.Struct(">HBBBI")  # as h2grpc reads frames
 STREAM = 1
 RECV_WINDOW = 1 << 20
 MAX_FRAME_IN = 1 << 20
@@ -58,31 +61,9 @@ class CallError(ConnectionError):
         self.details = details
 
 
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    n = len(payload)
-    return _FRAME_HEAD.pack(n >> 8, n & 0xFF, kind, flags, stream_id) + payload
-
-
 def _literal_indexed_name(index: int, value: bytes) -> bytes:
     """A literal field, never indexed, whose name is static-table entry ``index`` (< 15)."""
-    return bytes([index]) + _string(value)
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    return b"\x00" + _string(name) + _string(value)
-
-
-def _string(s: bytes) -> bytes:
-    n = len(s)
-    if n < 127:
-        return bytes([n]) + s
-    out = bytearray([127])
-    n -= 127
-    while n >= 128:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out) + s
+    return bytes([index]) + hpack_string(value)
 
 
 def request_headers(
@@ -92,10 +73,10 @@ def request_headers(
     block = b"\x83" + (b"\x87" if secure else b"\x86")  # :method POST, :scheme
     block += _literal_indexed_name(4, path.encode())  # :path
     block += _literal_indexed_name(1, authority.encode())  # :authority
-    block += b"\x0f\x10" + _string(b"application/grpc")  # content-type (static name 31)
-    block += _literal(b"te", b"trailers")
+    block += b"\x0f\x10" + hpack_string(b"application/grpc")  # content-type (static name 31)
+    block += literal(b"te", b"trailers")
     for name, value in metadata:
-        block += _literal(name.encode(), value.encode())
+        block += literal(name.encode(), value.encode())
     return block
 
 
@@ -169,7 +150,7 @@ class StreamingCall(asyncio.Protocol):
 
     def cancel(self) -> None:
         if self._error is None:
-            self._write(_frame(RST_STREAM, 0, STREAM, struct.pack(">I", 0x8)))  # CANCEL
+            self._write(frame(RST_STREAM, 0, STREAM, struct.pack(">I", 0x8)))  # CANCEL
             self._end(CallError(grpc.StatusCode.CANCELLED, "cancelled"))
         self._close()  # the connection was the call's alone
 
@@ -185,7 +166,7 @@ class StreamingCall(asyncio.Protocol):
                 await self._room
                 continue
             n = min(len(view), room, self._max_frame)
-            self._write(_frame(DATA, 0, STREAM, bytes(view[:n])))
+            self._write(frame(DATA, 0, STREAM, bytes(view[:n])))
             self._conn_window -= n
             self._stream_window -= n
             view = view[n:]
@@ -198,8 +179,8 @@ class StreamingCall(asyncio.Protocol):
         settings = struct.pack(">HI", S_INITIAL_WINDOW_SIZE, RECV_WINDOW)
         self._write(
             PREFACE
-            + _frame(SETTINGS, 0, 0, settings)
-            + _frame(HEADERS, END_HEADERS, STREAM, self._headers)
+            + frame(SETTINGS, 0, 0, settings)
+            + frame(HEADERS, END_HEADERS, STREAM, self._headers)
         )
         self._schedule_ping()
 
@@ -246,7 +227,7 @@ class StreamingCall(asyncio.Protocol):
                         self._initial_window = value
                     elif ident == S_MAX_FRAME_SIZE:
                         self._max_frame = value
-                self._write(_frame(SETTINGS, ACK, 0))
+                self._write(frame(SETTINGS, ACK, 0))
                 self._wake()
         elif kind == WINDOW_UPDATE:
             inc = struct.unpack(">I", p)[0] & 0x7FFFFFFF
@@ -261,14 +242,14 @@ class StreamingCall(asyncio.Protocol):
                     self._ping_deadline.cancel()
                     self._ping_deadline = None
             else:
-                self._write(_frame(PING, ACK, 0, p))
+                self._write(frame(PING, ACK, 0, p))
         elif kind == DATA:
             # The call's one answer (an empty message): only its room is given back.
             self._recv_unacked += len(p)
             if self._recv_unacked >= RECV_WINDOW // 2:
                 credit = struct.pack(">I", self._recv_unacked)
-                self._write(_frame(WINDOW_UPDATE, 0, 0, credit))
-                self._write(_frame(WINDOW_UPDATE, 0, STREAM, credit))
+                self._write(frame(WINDOW_UPDATE, 0, 0, credit))
+                self._write(frame(WINDOW_UPDATE, 0, STREAM, credit))
                 self._recv_unacked = 0
         elif kind in (HEADERS, CONTINUATION):
             if kind == HEADERS:
@@ -320,7 +301,7 @@ class StreamingCall(asyncio.Protocol):
         if quiet < self._ping_interval:
             self._pinger = self.loop.call_later(self._ping_interval - quiet, self._ping)
             return
-        self._write(_frame(PING, 0, 0, b"flotilla"))
+        self._write(frame(PING, 0, 0, b"flotilla"))
         if self._ping_deadline is None:
             self._ping_deadline = self.loop.call_later(
                 self._ping_timeout, self._fail, "peer did not answer a ping"
