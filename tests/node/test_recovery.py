@@ -22,6 +22,14 @@ def test_recover_from_quorum_loss_through_a_backup_of_the_survivor(
     for i in range(50):
         etcdctl(old.endpoints, "put", f"key{i}", f"value{i}")
     survivor, *lost = old.members
+
+    # The survivor's backup holds what it applied: a follower that waits for nothing learns
+    # the last commit index from a later message, which must reach it before the others die.
+    def survivor_has_all() -> bool:
+        got = etcdctl(survivor.endpoint, "get", "key49", "--print-value-only", "--consistency=s")
+        return got.stdout == "value49\n"
+
+    wait_for("the survivor to apply every write", survivor_has_all, timeout=10)
     for m in lost:
         old.kill(m)
     every = ",".join(m.endpoint for m in old.members)
