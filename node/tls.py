@@ -47,15 +47,9 @@ class TlsMaterial:
     ca: bytes | None
     client_cert_auth: bool
 
-    def server_credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials(
-            [(self.key, self.cert)],
-            root_certificates=self.ca,
-            require_client_auth=self.client_cert_auth,
-        )
-
     def server_context(self) -> ssl.SSLContext:
-        """The same, for a server on the ``ssl`` module: TLS 1.2 or later, ALPN ``h2``."""
+        """For the members' servers: TLS 1.2 or later, ALPN ``h2``, client certificates
+        required with ``client_cert_auth`` (checked against the CA when one is given)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["h2"])
