@@ -182,7 +182,7 @@ class Member:
             on_lease_renew=self.sm.renew_locally,
             on_lease_remaining=self.sm.remaining_locally,
             on_hash=self.sm.hash_for_peer,
-            snapshot_source=self.storage.load_snapshot,
+            snapshot_source=node.snapshot_for_peer,
             on_report=node.wake,
             on_members=lambda: encode_members(node.members.values()),
             tls=self.peer_tls,

@@ -44,6 +44,7 @@ from .raft.types import (
     MessageType,
     Ready,
     Snapshot,
+    SnapshotMeta,
 )
 from .storage.errors import WriteFailure
 from .storage.writer import SyncWriter
@@ -143,7 +144,13 @@ class RaftNode:
         self.removed_at: float | None = None
         # When the driver loop last finished a turn (None: not started): what /livez reads.
         self._turned_at: float | None = None
+        # The latest snapshot's metadata and the state machine fixed at its index, to be
+        # serialized only when a member needs it (snapshot_for_peer). A snapshot of our own is
+        # a record in the log and nothing else: the state machine is durable in the same
+        # database, so compacting the log needs no copy of it (as in etcd).
+        self._held_snapshot: tuple[SnapshotMeta, Any] | None = None
         self.core = self._load_core()
+        self._hold_snapshot_at_start()
         self._was_member = self.member_id in self.core.log.snapshot.conf.members()
         self.transport = transport_factory(self)
 
@@ -191,6 +198,34 @@ class RaftNode:
             {(int(m), int(a)) for m, a in json.loads(raw_alarms)} if raw_alarms else set()
         )
         return RaftCore(raft_cfg, state)
+
+    def _hold_snapshot_at_start(self) -> None:
+        """Fix the state machine for followers that will need a snapshot.
+
+        The state machine is at ``applied`` now, which may be past the recorded snapshot:
+        the snapshot is moved there (recorded durably), so the state held matches its index.
+        """
+        core = self.core
+        if core.log.snapshot.index == 0:
+            return  # the log holds every entry: no follower needs a snapshot
+        meta = core.create_snapshot(core.applied)
+        if meta != self.storage.snapshot:
+            batch = self.db.write_batch(sync=True)
+            self.storage.record_snapshot(batch, meta)
+            batch.write()
+        self._held_snapshot = (meta, self.sm.view())
+
+    def snapshot_for_peer(self) -> tuple[SnapshotMeta, bytes] | None:
+        """The latest snapshot with its data, serialized now (in the transport's worker
+        thread: the view is fixed, applies go on meanwhile)."""
+        held = self._held_snapshot
+        if held is None:
+            loaded: tuple[SnapshotMeta, bytes] | None = self.storage.load_snapshot()
+            return loaded
+        meta, view = held
+        data: bytes = self.sm.dump(view)
+        failpoints.hit("snapshot.after_dump")
+        return meta, data
 
     def _save_members(self, members: list[Member], batch: Any = None) -> None:
         target = batch if batch is not None else self.db
@@ -626,6 +661,7 @@ class RaftNode:
         applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
         self.sm.restore(snap.data, applied)
         failpoints.hit("snapshot.after_install")
+        self._held_snapshot = (snap.meta, self.sm.view())
         raw = self.db.get(MEMBERS_KEY)
         if raw:
             self.members = {m.id: m for m in decode_members(raw)}
@@ -643,27 +679,25 @@ class RaftNode:
         if core.applied - core.log.snapshot.index < self.cfg.snapshot_count:
             return
         self._snapshotting = True
-        index = core.applied
-        view = self.sm.view()
-        asyncio.get_running_loop().create_task(self._snapshot(index, view))
+        # Here, on the loop and between applies, the state machine is exactly at applied.
+        meta = core.create_snapshot(core.applied)
+        self._held_snapshot = (meta, self.sm.view())
+        asyncio.get_running_loop().create_task(self._snapshot(meta))
 
-    async def _snapshot(self, index: int, view: Any) -> None:
-        """Serialize the state at ``index`` off the loop, then compact the log behind it."""
+    async def _snapshot(self, meta: SnapshotMeta) -> None:
+        """Record the snapshot ``meta`` durably, then compact the log behind it."""
         started = time.perf_counter()
         try:
-            data = await asyncio.to_thread(self._dump, view)
             async with self._snapshot_lock:
-                if index <= self.core.log.snapshot.index:
-                    # A snapshot from the leader was installed while this one was dumped:
-                    # the dump is of an older state, and saving it under the newer
-                    # snapshot's name (or record) would replace the installed state.
+                if meta.index < self.core.log.snapshot.index:
+                    # A snapshot from the leader was installed meanwhile; its record stands.
                     log.info("snapshot at %d abandoned: snapshot %d installed meanwhile",
-                             index, self.core.log.snapshot.index)  # fmt: skip
+                             meta.index, self.core.log.snapshot.index)  # fmt: skip
                     return
-                upto = await self._save_snapshot(index, data)
+                upto = await self._save_snapshot(meta)
             took = time.perf_counter() - started
             self.stats.snapshot_save_seconds.append(took)
-            events.snapshot_saved(self.core, index, upto, took)
+            events.snapshot_saved(self.core, meta.index, upto, took)
         except (plyvel.Error, OSError) as exc:
             # Off the loop, so hand it to the loop: the member stops as for a log write.
             self._failure = self._write_failure(exc)
@@ -671,25 +705,17 @@ class RaftNode:
         finally:
             self._snapshotting = False
 
-    def _dump(self, view: Any) -> bytes:
-        """The state machine's snapshot (in a worker thread: the loop goes on meanwhile)."""
-        data: bytes = self.sm.dump(view)
-        failpoints.hit("snapshot.after_dump")
-        return data
-
-    async def _save_snapshot(self, index: int, data: bytes) -> int:
-        """Save and record the snapshot at ``index``, compact the log behind it; returns
-        the index the log was compacted to."""
-        meta = self.core.create_snapshot(index)
-        failpoints.hit("snapshot.before_save")
-        await asyncio.to_thread(self.storage.save_snapshot, meta, data)
+    async def _save_snapshot(self, meta: SnapshotMeta) -> int:
+        """Record the snapshot at ``meta`` and compact the log behind it; returns the index
+        the log was compacted to."""
+        # One synced write: LevelDB's journal is sequential, so it also makes durable every
+        # state machine write before it, which the compacted entries can no longer redo.
         batch = self.db.write_batch(sync=True)
         self.storage.record_snapshot(batch, meta)
-        await asyncio.to_thread(batch.write)
-        failpoints.hit("snapshot.after_save")
+        await asyncio.to_thread(_write_record, batch)
         # Keep some entries behind the snapshot so slightly slow followers need no snapshot.
         keep = min(5000, self.cfg.snapshot_count)
-        upto = max(self.core.log.offset, index - keep)
+        upto = max(self.core.log.offset, meta.index - keep)
         if upto > self.core.log.offset:
             self.core.compact(upto)
             batch = self.db.write_batch()
@@ -757,3 +783,10 @@ class RaftNode:
         self._stopping = True
         self._wake.set()
         self.waiters.fail_all(NodeUnavailable, "etcdserver: server stopped")
+
+
+def _write_record(batch: Any) -> None:
+    """Write a snapshot's record (in a worker thread)."""
+    failpoints.hit("snapshot.before_save")
+    batch.write()
+    failpoints.hit("snapshot.after_save")

@@ -16,7 +16,7 @@ import io
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import backup, statesnap
@@ -38,7 +38,7 @@ from .errors import (
     RequestTimeoutError,
 )
 from .lease import Lessor, min_ttl_for
-from .store import MvccStore
+from .store import MvccStore, StoreView
 from .watch import WatchHub
 
 if TYPE_CHECKING:
@@ -100,20 +100,15 @@ class KvStateMachine:
             # Only after the batch is durable may watchers see its events.
             self.watch_hub.notify(events, revision)
 
-    def view(self) -> tuple[bytes, Iterator[bytes], list[tuple[bytes, bytes]]]:
-        """Fix the state to snapshot (on the loop); the bytes are produced in ``dump``."""
-        chunks = self.store.snapshot_chunks()
-        first = next(chunks)
-        with self.db.snapshot() as dbsnap:
-            others = [
-                (k, v) for prefix in STATE_PREFIXES for k, v in dbsnap.iterator(prefix=prefix)
-            ]
-        return first, chunks, others
+    def view(self) -> StoreView:
+        """Fix the state to snapshot (on the loop, quickly); ``dump`` makes the bytes, in any
+        thread, as often as asked."""
+        return self.store.freeze()
 
-    def dump(self, view: tuple[bytes, Iterator[bytes], list[tuple[bytes, bytes]]]) -> bytes:
-        first, chunks, others = view
-        store_part = first + b"".join(chunks)
-        rest = _dump_records(others)
+    def dump(self, view: StoreView) -> bytes:
+        store_part = b"".join(view.chunks())
+        # The other records from the same LevelDB snapshot as the store's.
+        rest = statesnap.dump(view.dbsnap, STATE_PREFIXES)
         return _LEN.pack(len(store_part)) + store_part + rest
 
     def restore(self, data: bytes, extra: list[tuple[bytes, bytes]]) -> None:
@@ -394,11 +389,3 @@ def _unavailable(exc: BaseException) -> EtcdError:
 def _ignore_result(task: asyncio.Task[object]) -> None:
     with contextlib.suppress(Exception, asyncio.CancelledError):
         task.result()
-
-
-def _dump_records(records: list[tuple[bytes, bytes]]) -> bytes:
-    class _View:
-        def iterator(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-            return iter([(k, v) for k, v in records if k.startswith(prefix)])
-
-    return statesnap.dump(_View(), STATE_PREFIXES)

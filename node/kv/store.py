@@ -801,22 +801,37 @@ class MvccStore:
 
         return compute
 
+    def freeze(self) -> StoreView:
+        """Fix the store's contents as they are now, to be streamed later, in any thread and
+        any number of times, while applies go on.
+
+        Quick and the same cost at any size: a LevelDB snapshot, whose records under the
+        revision tag are exactly the store's (compaction deletes in the same batch), in
+        revision order. Only records still in the overlay (a batch not yet written: never
+        between the driver's turns) need the index walked for the list of revisions.
+        """
+        with self._lock:
+            entries = self._entries_upto(self._rev) if self._overlay else None
+            return StoreView(
+                self._rev,
+                self._compacted,
+                entries,
+                dict(self._overlay),
+                self._db.snapshot(),
+                self._prefix,
+            )
+
     def snapshot_chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """The store's full contents as a checksummed byte stream, in chunks.
 
         The contents are fixed when iteration starts (a LevelDB snapshot plus the records
         still only in the overlay), so applies may continue while the stream is consumed.
         """
-        with self._lock:
-            entries = self._entries_upto(self._rev)
-            header = snapshot.Header(self._rev, self._compacted, len(entries))
-            overlay = dict(self._overlay)
-            dbsnap = self._db.snapshot()
-        records = _records(entries, overlay, dbsnap, self._prefix)
+        view = self.freeze()
         try:
-            yield from snapshot.write_chunks(header, records, chunk_size)
+            yield from view.chunks(chunk_size)
         finally:
-            _close(dbsnap)
+            _close(view.dbsnap)
 
     def snapshot(self, out: BinaryIO) -> int:
         """Write :meth:`snapshot_chunks` to ``out``; return the number of bytes written."""
@@ -927,6 +942,32 @@ def _cmp_result(result: int, c: int) -> bool:
     if result == Compare.LESS:
         return c < 0
     return True
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """The store's contents at revision ``rev``, in a LevelDB snapshot (released when the
+    view is dropped) plus the records not yet written (``overlay``); ``entries``, if given,
+    lists the revisions to read, else every record in the snapshot is one."""
+
+    rev: int
+    compacted: int
+    entries: list[int] | None
+    overlay: dict[bytes, bytes]
+    dbsnap: Any
+    prefix: bytes
+
+    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        if self.entries is not None:
+            count = len(self.entries)
+            records = _records(self.entries, self.overlay, self.dbsnap, self.prefix)
+        else:
+            tag = self.prefix + codec.REV_TAG
+            count = sum(1 for _ in self.dbsnap.iterator(prefix=tag, include_value=False))
+            plen = len(self.prefix)
+            records = ((k[plen:], v) for k, v in self.dbsnap.iterator(prefix=tag))
+        header = snapshot.Header(self.rev, self.compacted, count)
+        return snapshot.write_chunks(header, records, chunk_size)
 
 
 def _records(

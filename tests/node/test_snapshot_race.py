@@ -1,15 +1,14 @@
 """A member's own snapshot must not cross a snapshot it installs from the leader.
 
-A member serializes its state for a snapshot in a worker thread while its loop goes on. If
-the leader's snapshot is installed meanwhile, the dump is of an older state. Saved under the
-installed snapshot's name (what the member did before), it replaced the installed file: the
-older state under a newer index, which any member catching up from this one would take,
-missing writes for good. Or the two saves collided on the same temporary file and the
-member stopped.
+A member records its own snapshot (and compacts its log) in a worker thread while its loop
+goes on. If the leader's snapshot arrives meanwhile, the two must not cross: the older
+record written after the install would point the log back at a state the member no longer
+holds, and a member catching up from this one would take the wrong state under the index.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,13 +28,13 @@ pytestmark = [
 ]
 
 SNAPSHOT_COUNT = 100
-DUMP_STALL_MS = 10_000  # the follower's dump: long enough to install the leader's meanwhile
+RECORD_STALL_MS = 8_000  # the follower's own record: long enough for the leader's to arrive
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NetnsCluster]:
     c = NetnsCluster(tmp_path, 3, extra_flags=[f"--snapshot-count={SNAPSHOT_COUNT}"])
-    c.members[2].env = {"FLOTILLA_FAILPOINTS": f"snapshot.after_dump=sleep:ms={DUMP_STALL_MS}"}
+    c.members[2].env = {"FLOTILLA_FAILPOINTS": f"snapshot.before_save=sleep:ms={RECORD_STALL_MS}"}
     yield from running(c, request)
 
 
@@ -62,36 +61,36 @@ def test_an_install_during_a_members_own_snapshot_keeps_the_installed_state(
         flotilla("move-leader", "m1", f"--endpoints={cluster.endpoints}")
         leader = cluster.wait_leader([m for m in cluster.members if m is not slow])
 
-    # The slow member starts its own snapshot at SNAPSHOT_COUNT and stalls in the dump.
+    # The slow member starts its own snapshot at SNAPSHOT_COUNT and stalls in its record.
     put_many(leader.endpoint, 0, SNAPSHOT_COUNT + 10)
     # Cut it off; the others move on and compact past it, so it will need their snapshot.
     cluster.isolate(slow.name)
     put_many(leader.endpoint, SNAPSHOT_COUNT + 10, 4 * SNAPSHOT_COUNT)
     cluster.heal()
 
-    def installed() -> bool:
-        return "installed snapshot at index" in slow.log_path.read_text()
+    def log_text() -> str:
+        return slow.log_path.read_text()
 
-    wait_for("the slow member to install the leader's snapshot", installed, timeout=20)
-    # The race really happened: its own dump came back after the install, and was dropped.
     wait_for(
-        "the slow member's stalled dump to be abandoned",
-        lambda: "abandoned: snapshot" in slow.log_path.read_text(),
-        timeout=DUMP_STALL_MS / 1000 + 10,
+        "the slow member to install the leader's snapshot",
+        lambda: "installed snapshot at index" in log_text(),
+        timeout=RECORD_STALL_MS / 1000 + 20,
     )
-    assert slow.alive, slow.log_path.read_text()[-2000:]
+    assert slow.alive, log_text()[-2000:]
+    # The race really happened: its own snapshot was still being recorded when the
+    # leader's arrived, and the install waited for it.
+    text = log_text()
+    own = re.search(r"snapshot at index \d+, log compacted", text)
+    assert own is not None, text[-3000:]
+    assert own.start() < text.find("installed snapshot at index"), text[-3000:]
 
-    # The snapshot it keeps (and would send to a member that needs one) is the leader's,
-    # byte for byte, not the older dump saved under the installed snapshot's name.
-    cluster.kill(slow)
-    kept = sorted((slow.data_dir / "snap").glob("*.snap"))[-1]
-    sent = leader.data_dir / "snap" / kept.name
-    assert sent.exists(), f"the leader has no snapshot {kept.name}"
-    assert kept.read_bytes() == sent.read_bytes(), f"{kept} is not the snapshot installed"
+    # It keeps the installed state, and every write after it.
+    expected = keys_on(leader)
+    assert len(expected) == 5 * SNAPSHOT_COUNT + 10
+    wait_for("the slow member to hold every write", lambda: keys_on(slow) == expected, 20)
     # And it starts again from what it holds, with every write.
+    cluster.kill(slow)
     slow.env = {}
     cluster.start(slow)
     cluster.wait_healthy()
-    expected = keys_on(leader)
-    assert len(expected) == 5 * SNAPSHOT_COUNT + 10
     wait_for("the restarted member to hold every write", lambda: keys_on(slow) == expected, 20)
