@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
@@ -190,19 +190,8 @@ class MvccStore:
     def _load(self) -> None:
         plen = len(self._prefix)
         index = self._index
-        last = 0
-        for full, value in self._db.iterator(prefix=self._prefix + codec.REV_TAG):
-            rk = full[plen:]
-            main, sub = codec.parse_rev_key(rk)
-            tombstone, kv = codec.decode_kv(rk, value)
-            if kv.mod_revision != main:
-                raise CorruptDataError(f"record {rk!r} holds revision {kv.mod_revision}")
-            ki = index.get_or_create_unordered(kv.key)
-            if tombstone:
-                ki.tombstone(main, sub)
-            else:
-                ki.put(main, sub, kv.create_revision, kv.version, kv.lease)
-            last = main
+        stored = self._db.iterator(prefix=self._prefix + codec.REV_TAG)
+        last = _index_records(((full[plen:], value) for full, value in stored), index, "record")
         index.reorder()
         for key, ki in index.all_items():
             if ki.live and ki.lease:
@@ -851,22 +840,7 @@ class MvccStore:
         header, records = snapshot.parse(stream.read())
         index = TreeIndex()
         leases: dict[int, set[bytes]] = {}
-        last = 0
-        prev_rev = (-1, -1)
-        for rk, value in records:
-            main, sub = codec.parse_rev_key(rk)
-            if (main, sub) <= prev_rev:
-                raise CorruptDataError("snapshot records are out of order")
-            prev_rev = (main, sub)
-            tombstone, kv = codec.decode_kv(rk, value)
-            if kv.mod_revision != main:
-                raise CorruptDataError(f"snapshot record {rk!r} holds revision {kv.mod_revision}")
-            ki = index.get_or_create_unordered(kv.key)
-            if tombstone:
-                ki.tombstone(main, sub)
-            else:
-                ki.put(main, sub, kv.create_revision, kv.version, kv.lease)
-            last = main
+        last = _index_records(records, index, "snapshot record")
         if last > header.revision or header.compacted > header.revision:
             raise CorruptDataError("snapshot header does not match its records")
         index.reorder()
@@ -968,6 +942,35 @@ class StoreView:
             records = ((k[plen:], v) for k, v in self.dbsnap.iterator(prefix=tag))
         header = snapshot.Header(self.rev, self.compacted, count)
         return snapshot.write_chunks(header, records, chunk_size)
+
+
+def _index_records(records: Iterable[tuple[bytes, bytes]], index: TreeIndex, what: str) -> int:
+    """Add revision records, in revision order, to ``index`` (unordered: the caller calls
+    ``reorder``), verifying each on the way; returns the last main revision.
+
+    Start-up and a snapshot's install go through every record of the store here: each
+    record's body is parsed into one reused message.
+    """
+    kv = KeyValue()
+    parse_rev_key = codec.parse_rev_key
+    decode_kv_into = codec.decode_kv_into
+    get_or_create = index.get_or_create_unordered
+    prev = b""
+    main = 0
+    for rk, value in records:
+        if rk <= prev:
+            raise CorruptDataError(f"{what} {rk!r} is out of order")
+        prev = rk
+        main, sub = parse_rev_key(rk)
+        tombstone = decode_kv_into(rk, value, kv)
+        if kv.mod_revision != main:
+            raise CorruptDataError(f"{what} {rk!r} holds revision {kv.mod_revision}")
+        ki = get_or_create(kv.key)
+        if tombstone:
+            ki.tombstone(main, sub)
+        else:
+            ki.put(main, sub, kv.create_revision, kv.version, kv.lease)
+    return main
 
 
 def _records(
