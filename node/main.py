@@ -274,7 +274,10 @@ class Member:
     def _db_size(self) -> int:
         return sum(f.stat().st_size for f in (self.cfg.data_dir / "db").iterdir() if f.is_file())
 
-    def _defragment(self) -> None:
+    async def _defragment(self) -> None:
+        # The state a member holds for followers that need a snapshot would keep every
+        # record deleted since it was taken: hold the state as it is now first.
+        await self.node.hold_state_now()
         self.db.compact_range()
         self.sm.measure_db()  # the quota check must see the space it gave back at once
 

@@ -150,7 +150,7 @@ class RaftNode:
         # database, so compacting the log needs no copy of it (as in etcd).
         self._held_snapshot: tuple[SnapshotMeta, Any] | None = None
         self.core = self._load_core()
-        self._hold_snapshot_at_start()
+        self._hold_state_now()
         self._was_member = self.member_id in self.core.log.snapshot.conf.members()
         self.transport = transport_factory(self)
 
@@ -199,21 +199,27 @@ class RaftNode:
         )
         return RaftCore(raft_cfg, state)
 
-    def _hold_snapshot_at_start(self) -> None:
-        """Fix the state machine for followers that will need a snapshot.
+    def _hold_state_now(self) -> None:
+        """Move the snapshot to the state machine's index now, and hold that state.
 
-        The state machine is at ``applied`` now, which may be past the recorded snapshot:
-        the snapshot is moved there (recorded durably), so the state held matches its index.
+        At start-up the state machine may be past the recorded snapshot, and the state held
+        must match the index the snapshot names. Before LevelDB is compacted: the state held
+        keeps on disk every record deleted after it (a compaction's, say), which a
+        defragmentation is asked to give back.
         """
         core = self.core
-        if core.log.snapshot.index == 0:
-            return  # the log holds every entry: no follower needs a snapshot
+        if core.log.snapshot.index == 0 or self._snapshotting:
+            return  # no snapshot yet (no follower needs one), or one on its way
         meta = core.create_snapshot(core.applied)
         if meta != self.storage.snapshot:
             batch = self.db.write_batch(sync=True)
             self.storage.record_snapshot(batch, meta)
             batch.write()
         self._held_snapshot = (meta, self.sm.view())
+
+    async def hold_state_now(self) -> None:
+        """`_hold_state_now` between the driver's turns (before a defragmentation)."""
+        await self.call_core(lambda _: self._hold_state_now())
 
     def snapshot_for_peer(self) -> tuple[SnapshotMeta, bytes] | None:
         """The latest snapshot with its data, serialized now (in the transport's worker

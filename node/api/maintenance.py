@@ -26,7 +26,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
         db_size: Callable[[], int],
         hash_kv: Callable[[int], Awaitable[pb.HashKVResponse]],
         snapshot: Callable[[], AsyncIterator[bytes]],
-        defragment: Callable[[], None],
+        defragment: Callable[[], Awaitable[None]],
     ) -> None:
         self.node = node
         self.header = header
@@ -86,7 +86,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
     async def Defragment(
         self, request: pb.DefragmentRequest, context: Any
     ) -> pb.DefragmentResponse:
-        self.defragment()
+        await self.defragment()
         return pb.DefragmentResponse(header=self.header())
 
     async def Alarm(self, request: pb.AlarmRequest, context: Any) -> pb.AlarmResponse:
