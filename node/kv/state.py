@@ -329,7 +329,7 @@ class KvStateMachine:
         node = self.node
         assert node is not None
         if node.is_leader:
-            return self.lessor.renew(lease_id, time.monotonic())
+            return await self._renew_as_leader(lease_id)
         if not node.leader_id:
             raise NoLeaderError()
         try:
@@ -344,6 +344,19 @@ class KvStateMachine:
 
     async def renew_locally(self, lease_id: int) -> int:
         """A follower forwarded a keep-alive to us (the leader)."""
+        return await self._renew_as_leader(lease_id)
+
+    async def _renew_as_leader(self, lease_id: int) -> int:
+        """Renew on this member, the leader, once it has confirmed that it still leads.
+
+        A leader that stood still (paused, starved) or was cut off may not know yet that
+        another was elected meanwhile, which restarted every lease's clock without this
+        renewal. Answered from its own clock, the renewal could outlast the lease on the
+        real leader, and a lock held under it be granted to someone else meanwhile. The
+        confirmation is a read round (shared by every read and renewal of the turn), as
+        etcd's leader confirms its leadership before it renews.
+        """
+        await self.read_barrier()
         return self.lessor.renew(lease_id, time.monotonic())
 
     async def lease_remaining(self, lease_id: int) -> int | None:
