@@ -9,6 +9,7 @@ it is delivered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -116,17 +117,25 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         self, request: pb.LeaseRenewBatchRequest, context: Any
     ) -> pb.LeaseRenewBatchResponse:
         await self._refuse_foreign(context, request.cluster_id, request.from_id)
+        # All at once: each renewal waits for the leader to confirm its leadership, and
+        # renewals waiting together share one confirmation round.
+        results = await asyncio.gather(
+            *(self._on_lease_renew(lease_id) for lease_id in request.lease_ids),
+            return_exceptions=True,
+        )
         ttls = []
-        for lease_id in request.lease_ids:
-            try:
-                ttls.append(await self._on_lease_renew(lease_id))
-            except Exception as exc:
-                code = _status_of(exc)
+        for result in results:
+            if isinstance(result, Exception):
+                code = _status_of(result)
                 if code == grpc.StatusCode.NOT_FOUND:
                     ttls.append(NOT_FOUND)  # that lease's answer; the others still count
                     continue
                 # Anything else (no longer the leader) is the whole call's answer.
-                await context.abort(code, str(exc))
+                await context.abort(code, str(result))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                ttls.append(result)
         return pb.LeaseRenewBatchResponse(ttls=ttls)
 
     async def LeaseRemaining(
