@@ -39,6 +39,7 @@ from flotilla.node.api.etcdpb import rpc_pb2, rpc_pb2_grpc
 from tests.kube.kubectl import get, get_or_none, kubectl, kubectl_error, pod_ready, wait_for
 from tests.kube.localkube.config import REPO_ROOT, Config
 from tests.kube.writer import Writer
+from tests.node.procs import free_ports
 
 pytestmark = pytest.mark.kube
 Obj = dict[str, Any]
@@ -54,6 +55,9 @@ class Operator:
     def __init__(self, namespace: str, log: Path) -> None:
         self.namespace, self.log = namespace, log
         self.proc: subprocess.Popen[bytes] | None = None
+        # A metrics port of its own: another operator may hold the default (8081), and one
+        # that cannot bind its port retries its whole start-up only a minute later.
+        (self.metrics_port,) = free_ports(1)
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -61,7 +65,7 @@ class Operator:
                 [*KOPF, "--standalone", f"--namespace={self.namespace}"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
+                env=dict(os.environ, FLOTILLA_OPERATOR_METRICS_PORT=str(self.metrics_port)),
                 cwd=self.log.parent,
                 start_new_session=True,
             )
