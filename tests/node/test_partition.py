@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -90,33 +91,14 @@ def test_a_leader_paused_past_its_lease_serves_no_stale_read(lease_cluster: Netn
         return leader if cluster.leader() is leader else None
 
     old = wait_for("a leader that serves reads from its lease", lease_holder)
-    assert old.popen is not None
-    rest = [m for m in cluster.members if m is not old]
-    rest_endpoints = ",".join(m.endpoint for m in rest)
-
-    os.kill(old.popen.pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
-    try:
-        cluster.partition([old], rest)
-        wait_for(
-            "the majority to elect a leader and take a write",
-            lambda: etcdctl(rest_endpoints, "put", "k", "after", check=False).returncode == 0,
-            timeout=20,
-        )
+    with stopped_and_cut_off(cluster, old):
         # Asked while it stands still; it answers once resumed.
-        read = subprocess.Popen(
-            ["etcdctl", f"--endpoints={old.endpoint}", "--command-timeout=3s", "get", "k"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, ETCDCTL_API="3"),
-        )
+        read = etcdctl_started(old.endpoint, "get", "k")
         # The pause under test outlasts what the driver makes up tick by tick (11 ticks of
         # 50 ms). A shorter one, which a quick election allows, is caught up tick by tick,
         # which runs the lease out as well, but is not the case this test is about.
         time.sleep(max(0.0, stopped_at + PAUSE_SECONDS - time.monotonic()))
-    finally:
-        os.kill(old.popen.pid, signal.SIGCONT)
     out, _ = read.communicate(timeout=30)
     assert "before" not in out, "the resumed old leader served a stale read from its lease"
     assert read.returncode != 0, f"a read on the cut-off old leader succeeded: {out}"
@@ -137,10 +119,25 @@ def test_a_resumed_old_leader_grants_no_lease_time_of_its_own(cluster: NetnsClus
     granted = etcdctl(cluster.endpoints, "lease", "grant", "30").stdout
     lease = granted.split()[1]
     old = cluster.wait_leader()
+    with stopped_and_cut_off(cluster, old):
+        # Asked while it stands still; it answers once resumed. Whether it reaches the member
+        # before or just after the resume, the member still believes it leads for an
+        # election timeout: cut off, only check-quorum ends that.
+        keep_alive = etcdctl_started(old.endpoint, "lease", "keep-alive", "--once", lease)
+    out, _ = keep_alive.communicate(timeout=30)
+    assert "keepalived with TTL" not in out, f"the cut-off old leader renewed the lease: {out}"
+    cluster.heal()
+    ttl = etcdctl(cluster.endpoints, "lease", "timetolive", lease).stdout
+    assert "remaining" in ttl, ttl
+
+
+@contextlib.contextmanager
+def stopped_and_cut_off(cluster: NetnsCluster, old: Proc) -> Iterator[None]:
+    """``old`` stopped (SIGSTOP) and cut off while the others elect a leader and take a
+    write; resumed, still cut off, on leaving."""
     assert old.popen is not None
     rest = [m for m in cluster.members if m is not old]
     rest_endpoints = ",".join(m.endpoint for m in rest)
-
     os.kill(old.popen.pid, signal.SIGSTOP)
     try:
         cluster.partition([old], rest)
@@ -149,31 +146,20 @@ def test_a_resumed_old_leader_grants_no_lease_time_of_its_own(cluster: NetnsClus
             lambda: etcdctl(rest_endpoints, "put", "k", "after", check=False).returncode == 0,
             timeout=20,
         )
-        # Asked while it stands still; it answers once resumed.
-        keep_alive = subprocess.Popen(
-            [
-                "etcdctl",
-                f"--endpoints={old.endpoint}",
-                "--command-timeout=3s",
-                "lease",
-                "keep-alive",
-                "--once",
-                lease,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, ETCDCTL_API="3"),
-        )
-        # Whether it reaches the member before or just after the resume, the member still
-        # believes it leads for an election timeout: cut off, only check-quorum ends that.
+        yield
     finally:
         os.kill(old.popen.pid, signal.SIGCONT)
-    out, _ = keep_alive.communicate(timeout=30)
-    assert "keepalived with TTL" not in out, f"the cut-off old leader renewed the lease: {out}"
-    cluster.heal()
-    ttl = etcdctl(cluster.endpoints, "lease", "timetolive", lease).stdout
-    assert "remaining" in ttl, ttl
+
+
+def etcdctl_started(endpoint: str, *args: str) -> subprocess.Popen[str]:
+    """An etcdctl command on ``endpoint``, running in the background."""
+    return subprocess.Popen(
+        ["etcdctl", f"--endpoints={endpoint}", "--command-timeout=3s", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, ETCDCTL_API="3"),
+    )
 
 
 def _connect_seconds(m: Proc, timeout: float) -> float:
