@@ -183,6 +183,7 @@ class Member:
             on_lease_remaining=self.sm.remaining_locally,
             on_hash=self.sm.hash_for_peer,
             snapshot_source=node.snapshot_for_peer,
+            snapshot_sink=self.sm.loader,
             on_report=node.wake,
             on_members=lambda: encode_members(node.members.values()),
             tls=self.peer_tls,

@@ -22,7 +22,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ from .raft.types import (
 )
 from .storage.errors import WriteFailure
 from .storage.writer import SyncWriter
+from .transport.snapshot import Streamed
 
 log = logging.getLogger("flotilla.node")
 
@@ -221,17 +222,16 @@ class RaftNode:
         """`_hold_state_now` between the driver's turns (before a defragmentation)."""
         await self.call_core(lambda _: self._hold_state_now())
 
-    def snapshot_for_peer(self) -> tuple[SnapshotMeta, bytes] | None:
-        """The latest snapshot with its data, serialized now (in the transport's worker
-        thread: the view is fixed, applies go on meanwhile)."""
+    def snapshot_for_peer(self) -> tuple[SnapshotMeta, bytes | Streamed] | None:
+        """The latest snapshot with its data, serialized as it is sent (in the transport's
+        worker thread: the view is fixed, applies go on meanwhile)."""
         held = self._held_snapshot
         if held is None:
             loaded: tuple[SnapshotMeta, bytes] | None = self.storage.load_snapshot()
             return loaded
         meta, view = held
-        data: bytes = self.sm.dump(view)
-        failpoints.hit("snapshot.after_dump")
-        return meta, data
+        size, pieces = self.sm.dump_stream(view)
+        return meta, Streamed(size, _then_failpoint(pieces, "snapshot.after_dump"))
 
     def _save_members(self, members: list[Member], batch: Any = None) -> None:
         target = batch if batch is not None else self.db
@@ -665,7 +665,8 @@ class RaftNode:
         assert snap.data is not None, "the transport delivers snapshots with their data"
         failpoints.hit("snapshot.before_apply")
         applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
-        self.sm.restore(snap.data, applied)
+        # Read as it arrived, if the transport had our loader (see main.py).
+        self.sm.restore(snap.data, applied, snap.loaded)
         failpoints.hit("snapshot.after_install")
         self._held_snapshot = (snap.meta, self.sm.view())
         raw = self.db.get(MEMBERS_KEY)
@@ -796,3 +797,8 @@ def _write_record(batch: Any) -> None:
     failpoints.hit("snapshot.before_save")
     batch.write()
     failpoints.hit("snapshot.after_save")
+
+
+def _then_failpoint(pieces: Iterator[bytes], point: str) -> Iterator[bytes]:
+    yield from pieces
+    failpoints.hit(point)

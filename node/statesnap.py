@@ -15,11 +15,13 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+from flotilla.node.kv.errors import CorruptDataError
+
 MAGIC = b"FLTSNAP1"
 _LEN = struct.Struct(">II")
 
 
-class SnapshotCorrupt(Exception):
+class SnapshotCorrupt(CorruptDataError):
     """A state snapshot failed its checksum or framing; nothing was applied."""
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
+import itertools
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import backup, statesnap
@@ -38,7 +38,7 @@ from .errors import (
     RequestTimeoutError,
 )
 from .lease import Lessor, min_ttl_for
-from .store import MvccStore, StoreView
+from .store import MvccStore, SnapshotLoader, StoreView
 from .watch import WatchHub
 
 if TYPE_CHECKING:
@@ -55,6 +55,41 @@ PEER_HASH_WAIT_SECONDS = 5.0
 member further behind is left out of that check, as etcd leaves out a slow one."""
 PEER_HASH_TIMEOUT_SECONDS = 60.0
 """How long the leader waits for a peer's hash (hashing a large store takes a while)."""
+
+
+class StateLoader:
+    """A state snapshot (see :meth:`KvStateMachine.dump_stream`) read as it arrives: the
+    store's part goes to the store's loader piece by piece, the other records are read at
+    the end. Raises CorruptDataError, at the latest from ``finish``, for damaged data."""
+
+    def __init__(self) -> None:
+        self.store = SnapshotLoader()
+        self.records: list[tuple[bytes, bytes]] = []
+        self._head = b""
+        self._store_left: int | None = None  # bytes of the store's part still to come
+        self._rest: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        if self._store_left is None:
+            data = self._head + data
+            if len(data) < _LEN.size:
+                self._head = data
+                return
+            (self._store_left,) = _LEN.unpack_from(data, 0)
+            data = data[_LEN.size :]
+        if self._store_left:
+            part = data[: self._store_left]
+            self._store_left -= len(part)
+            self.store.feed(part)
+            data = data[len(part) :]
+        if data:
+            self._rest.append(data)
+
+    def finish(self) -> None:
+        if self._store_left != 0:
+            raise statesnap.SnapshotCorrupt("state snapshot is truncated")
+        self.store.finish()
+        self.records = statesnap.parse(b"".join(self._rest))
 
 
 class KvStateMachine:
@@ -106,18 +141,31 @@ class KvStateMachine:
         return self.store.freeze()
 
     def dump(self, view: StoreView) -> bytes:
-        store_part = b"".join(view.chunks())
+        size, pieces = self.dump_stream(view)
+        data = b"".join(pieces)
+        assert len(data) == size
+        return data
+
+    def dump_stream(self, view: StoreView) -> tuple[int, Iterator[bytes]]:
+        """The snapshot of ``view``: its length, and its bytes in pieces made as they are
+        taken (in any one thread at a time)."""
+        store_size, store_part = view.stream()
         # The other records from the same LevelDB snapshot as the store's.
         rest = statesnap.dump(view.dbsnap, STATE_PREFIXES)
-        return _LEN.pack(len(store_part)) + store_part + rest
+        pieces = itertools.chain((_LEN.pack(store_size),), store_part, (rest,))
+        return _LEN.size + store_size + len(rest), pieces
 
-    def restore(self, data: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-        """Install a snapshot received from the leader; all or nothing."""
-        (n,) = _LEN.unpack_from(data, 0)
-        store_part = data[_LEN.size : _LEN.size + n]
-        records = statesnap.parse(data[_LEN.size + n :])
+    def restore(
+        self, data: bytes, extra: list[tuple[bytes, bytes]], loaded: StateLoader | None = None
+    ) -> None:
+        """Install a snapshot received from the leader; all or nothing. ``loaded`` is the
+        same snapshot already read (as it arrived), else ``data`` is read now."""
+        if loaded is None:
+            loaded = self.loader()
+            loaded.feed(data)
+            loaded.finish()
         batch = self.db.write_batch(sync=True)
-        self.store.restore(io.BytesIO(store_part), batch)
+        self.store.install(loaded.store, batch)
         for prefix in STATE_PREFIXES:
             if prefix != LEASE_PREFIX:
                 for key in self.db.iterator(prefix=prefix, include_value=False):
@@ -125,6 +173,7 @@ class KvStateMachine:
         # The snapshot holds the records under their full keys; the lessor takes them without
         # its prefix, as ``Lessor.records`` gives them (it used to get "ls/ls/..." and refuse
         # every snapshot with a lease in it as corrupt, so a member catching up crashed).
+        records = loaded.records
         leases = [(k[len(LEASE_PREFIX) :], v) for k, v in records if k.startswith(LEASE_PREFIX)]
         self.lessor.restore(leases, batch)
         for k, v in records:
@@ -135,6 +184,11 @@ class KvStateMachine:
         batch.write()
         self.store.batch_written()
         self.watch_hub.restored()
+
+    @staticmethod
+    def loader() -> StateLoader:
+        """Something to read a snapshot into as it arrives, for :meth:`restore`."""
+        return StateLoader()
 
     def on_leader(self, leader: bool) -> None:
         if leader:

@@ -145,10 +145,13 @@ class Snapshot:
 
     The core never looks at ``data``; the leader's core emits snapshot messages with
     ``data`` left ``None`` and the transport attaches the bytes of the snapshot it holds.
+    ``loaded`` is the receiving state machine's reading of ``data``, done as it arrived;
+    the core passes it along untouched.
     """
 
     meta: SnapshotMeta
     data: bytes | None = None
+    loaded: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

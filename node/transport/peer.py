@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import grpc
@@ -40,11 +40,15 @@ from . import renewals  # relative: mypy follows it (the installed package it ca
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 SERVER_OPTIONS: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 256 << 20)]
 """The peer server is the client API's (``h2grpc``): it answers every keepalive ping the
 peers' channels send (see stream.CHANNEL_OPTIONS) and never refuses them as too many."""
 
-SnapshotSource = Callable[[], "tuple[SnapshotMeta, bytes] | None"]
+SnapshotSource = Callable[[], "tuple[SnapshotMeta, bytes | snapshot.Streamed] | None"]
+"""The snapshot to send a member behind the compacted log, with its data; called in a worker
+thread. Streamed data is made as it is sent, also in a worker thread."""
 
 RENEW_TIMEOUT = 5.0
 """Seconds a forwarded keep-alive call may take before its clients hear of a failure."""
@@ -79,6 +83,7 @@ class Transport:
         on_members: Callable[[], bytes] | None = None,
         on_lease_remaining: Callable[[int], int] | None = None,
         on_hash: Callable[[int, int], Awaitable[pb.PeerHashResponse]] | None = None,
+        snapshot_sink: Callable[[], snapshot.Sink] | None = None,
         max_queue_messages: int = 4096,
         max_queue_bytes: int = 32 << 20,
         snapshot_chunk_size: int = snapshot.DEFAULT_CHUNK_SIZE,
@@ -105,6 +110,7 @@ class Transport:
             self.note_sender,
             on_lease_remaining,
             on_hash,
+            snapshot_sink,
         )
         self._snapshot_source = snapshot_source
         self._reports = Reports(on_report)
@@ -255,6 +261,7 @@ class Transport:
             meta, data = source
             # The data goes with the metadata of the snapshot it belongs to.
             header = to_pb(Message(MessageType.SNAP, m.to, m.frm, m.term, snapshot=Snapshot(meta)))
+            size = data.size if isinstance(data, snapshot.Streamed) else len(data)
             chunks = snapshot.chunks(
                 self.cluster_id, self.member_id, header, data, self._chunk_size
             )
@@ -262,10 +269,10 @@ class Transport:
             # ceiling: a transfer stuck on a link that died under it would otherwise hold
             # the one slot this peer has for a snapshot, and every retry the leader makes
             # meanwhile is dropped, leaving the member behind for as long.
-            timeout = min(self._snapshot_timeout, 30.0 + len(data) / (1 << 20))
-            log.info("sending snapshot %d (%d bytes) to member %x", meta.index, len(data), m.to)
+            timeout = min(self._snapshot_timeout, 30.0 + size / (1 << 20))
+            log.info("sending snapshot %d (%d bytes) to member %x", meta.index, size, m.to)
             started = time.monotonic()
-            await stream.stub.SendSnapshot(chunks, timeout=timeout)
+            await stream.stub.SendSnapshot(_made_in_thread(chunks), timeout=timeout)
             log.info(
                 "sent snapshot %d to member %x in %.1fs",
                 meta.index, m.to, time.monotonic() - started,
@@ -418,3 +425,11 @@ async def _first_answer(
         except grpc.aio.AioRpcError as err:
             errors.append(f"{url}: {err.details() or err.code().name}")
     raise ConnectionError("no peer answered: " + "; ".join(errors))
+
+
+async def _made_in_thread(items: Iterator[T]) -> AsyncIterator[T]:
+    """The items of ``items``, each made in a worker thread: a streamed snapshot's chunks
+    are read from the store and serialized as they are sent, never on the loop."""
+    end = object()
+    while (item := await asyncio.to_thread(next, items, end)) is not end:
+        yield cast(T, item)

@@ -38,7 +38,9 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         on_sender: Callable[[int, list[str]], None] | None = None,
         on_lease_remaining: Callable[[int], int] | None = None,
         on_hash: Callable[[int, int], Awaitable[pb.PeerHashResponse]] | None = None,
+        snapshot_sink: Callable[[], snapshot.Sink] | None = None,
     ) -> None:
+        self._snapshot_sink = snapshot_sink
         self._on_members = on_members
         self._on_hash = on_hash
         self._on_lease_remaining = on_lease_remaining
@@ -95,7 +97,7 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: Any
     ) -> pb.SnapshotAck:
         try:
-            m = await snapshot.receive(request_iterator, self._cluster_id)
+            m = await snapshot.receive(request_iterator, self._cluster_id, self._snapshot_sink)
         except snapshot.SnapshotRejected as exc:
             log.warning("refused a snapshot: %s", exc.message)
             await context.abort(exc.code, exc.message)

@@ -9,8 +9,11 @@ member's whole state.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
@@ -30,41 +33,106 @@ class SnapshotRejected(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """Snapshot data made while it is sent: its length, known first, and its bytes in pieces
+    of any size, taken one at a time in a worker thread (reading and serializing a large
+    store takes a while; the receiver reads the first pieces meanwhile)."""
+
+    size: int
+    pieces: Iterator[bytes]
+
+
 def chunks(
     cluster_id: int,
     from_id: int,
     header: pb.RaftMessage,
-    data: bytes,
+    data: bytes | Streamed,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Iterator[pb.SnapshotChunk]:
-    """The chunk stream of one snapshot; ``header`` is the MsgSnap with its metadata."""
-    view = memoryview(data)
+    """The chunk stream of one snapshot; ``header`` is the MsgSnap with its metadata.
+
+    Raises RuntimeError if streamed data does not add up to the size it announced: the
+    receiver would wait for bytes that never come, or take the wrong ones as the last.
+    """
+    if not isinstance(data, Streamed):
+        data = Streamed(len(data), iter((data,)))
     digest = hashlib.sha256()
-    pos = 0
+    sent = 0
     first = True
-    while True:
-        piece = bytes(view[pos : pos + chunk_size])
-        pos += len(piece)
+    for piece in _cut(data.pieces, chunk_size):
+        sent += len(piece)
+        if sent > data.size:
+            raise RuntimeError(f"snapshot data runs past its announced {data.size} bytes")
         digest.update(piece)
         chunk = pb.SnapshotChunk(cluster_id=cluster_id, from_id=from_id, data=piece)
         if first:
             chunk.header.CopyFrom(header)
             first = False
-        if pos >= len(data):
+        if sent == data.size:
             chunk.last = True
             chunk.checksum = digest.digest()
-            yield chunk
-            return
         yield chunk
+    if first and data.size == 0:
+        chunk = pb.SnapshotChunk(cluster_id=cluster_id, from_id=from_id, last=True)
+        chunk.header.CopyFrom(header)
+        chunk.checksum = digest.digest()
+        yield chunk
+    elif sent != data.size:
+        raise RuntimeError(f"snapshot data ended at {sent} of its announced {data.size} bytes")
 
 
-async def receive(stream: AsyncIterator[pb.SnapshotChunk], cluster_id: int) -> Message:
-    """Reassemble and verify a chunk stream into the MsgSnap to deliver, data attached."""
+def _cut(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The bytes of ``pieces`` re-cut into pieces of ``size`` (the last may be shorter)."""
+    buf = bytearray()
+    for piece in pieces:
+        view = memoryview(piece)
+        pos = 0
+        if buf:
+            pos = min(len(view), size - len(buf))
+            buf += view[:pos]
+            if len(buf) < size:
+                continue
+            yield bytes(buf)
+            buf.clear()
+        while len(view) - pos >= size:
+            yield bytes(view[pos : pos + size])
+            pos += size
+        buf += view[pos:]
+    if buf:
+        yield bytes(buf)
+
+
+class Sink(Protocol):
+    """What a receiver reads a snapshot into as it arrives (its state machine's loader).
+
+    ``feed`` takes each chunk's data in order, ``finish`` is called once the whole stream's
+    checksum matched. Either raises an error carrying a gRPC status ``code`` (as the store's
+    errors do) for data it cannot install; the stream is then refused with that status.
+    """
+
+    def feed(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+async def receive(
+    stream: AsyncIterator[pb.SnapshotChunk],
+    cluster_id: int,
+    sink: Callable[[], Sink] | None = None,
+) -> Message:
+    """Reassemble and verify a chunk stream into the MsgSnap to deliver, data attached.
+
+    With ``sink``, each chunk's data is also read into a new sink as it arrives, and the
+    snapshot is delivered with it as ``loaded``: the state machine's reading is then done
+    by the time the last chunk is in.
+    """
     header: Message | None = None
     meta: SnapshotMeta | None = None
     parts: list[bytes] = []
     digest = hashlib.sha256()
     sender = 0
+    loading = sink() if sink is not None else None
     async for chunk in stream:
         if chunk.cluster_id != cluster_id:
             raise SnapshotRejected(
@@ -90,6 +158,9 @@ async def receive(stream: AsyncIterator[pb.SnapshotChunk], cluster_id: int) -> M
             meta = header.snapshot.meta
         parts.append(chunk.data)
         digest.update(chunk.data)
+        if loading is not None:
+            with _refused_if_bad(meta, sender):
+                loading.feed(chunk.data)
         if chunk.last and header is not None and meta is not None:
             if chunk.checksum != digest.digest():
                 raise SnapshotRejected(
@@ -97,6 +168,24 @@ async def receive(stream: AsyncIterator[pb.SnapshotChunk], cluster_id: int) -> M
                     f"snapshot {meta.term}/{meta.index} from member {sender:x}: "
                     f"checksum mismatch, snapshot discarded",
                 )
-            header.snapshot = Snapshot(meta, b"".join(parts))
+            if loading is not None:
+                with _refused_if_bad(meta, sender):
+                    loading.finish()
+            header.snapshot = Snapshot(meta, b"".join(parts), loading)
             return header
     raise SnapshotRejected(grpc.StatusCode.DATA_LOSS, "snapshot stream ended before its last chunk")
+
+
+@contextlib.contextmanager
+def _refused_if_bad(meta: SnapshotMeta | None, sender: int) -> Iterator[None]:
+    """Around a sink's step: an error with a gRPC status refuses the stream with it."""
+    try:
+        yield
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        if not isinstance(code, grpc.StatusCode):
+            raise
+        which = f"{meta.term}/{meta.index}" if meta is not None else "?"
+        raise SnapshotRejected(
+            code, f"snapshot {which} from member {sender:x}: {exc}, snapshot discarded"
+        ) from exc

@@ -15,12 +15,17 @@ import signal
 import subprocess
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import plyvel
 import pytest
 
+from flotilla.node.api.etcdpb import rpc_pb2 as pb
+from flotilla.node.config import parse
 from flotilla.node.kv import codec as kvcodec
+from flotilla.node.kv import requests
+from flotilla.node.kv.state import KvStateMachine
 from flotilla.node.members import cluster_id_of
 from flotilla.node.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from flotilla.node.storage.codec import ENTRY_PREFIX, ENTRY_PREFIX_END
@@ -100,7 +105,9 @@ def _peer_call(target: str, method: str, payload: list[bytes]) -> grpc.RpcError:
     return refused.value
 
 
-def test_damaged_peer_messages_and_snapshots_are_refused(cluster: ProcessCluster) -> None:
+def test_damaged_peer_messages_and_snapshots_are_refused(
+    cluster: ProcessCluster, tmp_path: Path
+) -> None:
     leader = cluster.wait_leader()
     follower = next(m for m in cluster.members if m is not leader)
     term = follower.metric("flotilla_server_term")
@@ -139,7 +146,8 @@ def test_damaged_peer_messages_and_snapshots_are_refused(cluster: ProcessCluster
     header = to_pb(
         Message(MessageType.SNAP, follower_id(follower), me, int(term), snapshot=Snapshot(meta))
     )
-    chunks = [c.SerializeToString() for c in snapshot.chunks(cid, me, header, b"s" * 3000, 1000)]
+    data = _state_snapshot(tmp_path / "sender")
+    chunks = [c.SerializeToString() for c in snapshot.chunks(cid, me, header, data, 1000)]
     chunks[1] = chunks[1].replace(b"s" * 10, b"s" * 9 + b"t", 1)
     err = _peer_call(target, "SendSnapshot", chunks)
     assert err.code() == grpc.StatusCode.DATA_LOSS and "checksum" in (err.details() or ""), err
@@ -154,6 +162,29 @@ def test_damaged_peer_messages_and_snapshots_are_refused(cluster: ProcessCluster
     assert follower.metric("etcd_server_proposals_applied_total") < 10**6
     got = etcdctl(follower.endpoint, "get", "k3", "--consistency=s").stdout.split()
     assert got == ["k3", "precious-3"]
+
+
+def _state_snapshot(path: Path) -> bytes:
+    """A well-formed state snapshot, as a leader sends one: twenty keys, values of "s"."""
+    db = plyvel.DB(str(path), create_if_missing=True)
+    try:
+        sm = KvStateMachine(db, parse([f"--data-dir={path}"], environ={}))
+        entries = [
+            (
+                i,
+                requests.encode(
+                    i.to_bytes(16, "big"), pb.PutRequest(key=b"k%d" % i, value=b"s" * 256)
+                ),
+            )
+            for i in range(1, 21)
+        ]
+        batch = db.write_batch()
+        sm.apply(entries, batch)
+        batch.write()
+        sm.batch_written()
+        return sm.dump(sm.view())
+    finally:
+        db.close()
 
 
 def _varint(n: int) -> bytes:

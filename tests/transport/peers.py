@@ -9,6 +9,7 @@ from typing import Any
 
 from flotilla.node.raft.types import Message, MessageType, SnapshotMeta
 from flotilla.node.transport.peer import Transport
+from flotilla.node.transport.snapshot import Streamed
 
 CLUSTER = 0xC1
 
@@ -53,7 +54,7 @@ class Member:
         self,
         member_id: int,
         cluster_id: int = CLUSTER,
-        snapshot: tuple[SnapshotMeta, bytes] | None = None,
+        snapshot: tuple[SnapshotMeta, bytes | Streamed] | None = None,
         lease_renew: Callable[[int], Awaitable[int]] | None = None,
         **options: Any,
     ) -> None:

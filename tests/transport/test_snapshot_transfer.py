@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
+import threading
+from collections.abc import Iterator
 
 import grpc
 import pytest
 from peers import CLUSTER, Member, eventually, free_port, run
 
+from flotilla.node.kv.errors import CorruptDataError
 from flotilla.node.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from flotilla.node.transport import snapshot
 from flotilla.node.transport.codec import to_pb
@@ -152,3 +157,97 @@ def test_incomplete_or_headless_streams_are_refused() -> None:
 def test_an_empty_snapshot_is_one_chunk() -> None:
     (only,) = _chunks(b"")
     assert only.last and only.HasField("header") and len(only.checksum) == 32
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000, 4096])
+def test_streamed_pieces_are_cut_into_whole_chunks(chunk_size: int) -> None:
+    rng = random.Random(chunk_size)
+    data = rng.randbytes(20_000)
+    cuts = sorted(rng.sample(range(1, len(data)), 40))
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    pieces.insert(3, b"")  # an empty piece changes nothing
+    streamed = snapshot.Streamed(len(data), iter(pieces))
+    chunks = list(snapshot.chunks(CLUSTER, 1, to_pb(msg_snap()), streamed, chunk_size))
+    assert b"".join(c.data for c in chunks) == data
+    assert all(len(c.data) == chunk_size for c in chunks[:-1])
+    assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert chunks[-1].checksum == hashlib.sha256(data).digest()
+    assert chunks == list(snapshot.chunks(CLUSTER, 1, to_pb(msg_snap()), data, chunk_size))
+
+
+@pytest.mark.parametrize("announced", [len(DATA) - 1, len(DATA) + 1])
+def test_streamed_data_that_does_not_add_up_is_not_sent(announced: int) -> None:
+    async def body() -> None:
+        streamed = snapshot.Streamed(announced, iter([DATA[:1000], DATA[1000:]]))
+        a = await Member(1, snapshot=(META, streamed)).start()
+        b = await Member(2).start()
+        a.transport.set_peers({2: [b.url]})
+        a.transport.send([msg_snap()])
+        assert await snapshot_reports(a.transport) == [Report(ReportKind.SNAPSHOT, 2, False)]
+        assert b.got == []
+        await a.stop()
+        await b.stop()
+
+    run(body())
+
+
+class Recorder:
+    """A sink that keeps what it is fed, refusing the piece numbered ``refuse`` if given."""
+
+    made: list[Recorder] = []
+
+    def __init__(self, refuse: int | None = None) -> None:
+        self.fed: list[bytes] = []
+        self.finished = 0
+        self.refuse = refuse
+        Recorder.made.append(self)
+
+    def feed(self, data: bytes) -> None:
+        if len(self.fed) == self.refuse:
+            raise CorruptDataError("record 42 fails its checksum")
+        self.fed.append(data)
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+def test_a_streamed_snapshot_is_made_off_the_loop_and_read_as_it_arrives() -> None:
+    async def body() -> None:
+        loop_thread = threading.get_ident()
+        made_in: set[int] = set()
+
+        def pieces() -> Iterator[bytes]:
+            for at in range(0, len(DATA), 100_000):
+                made_in.add(threading.get_ident())
+                yield DATA[at : at + 100_000]
+
+        streamed = snapshot.Streamed(len(DATA), pieces())
+        a = await Member(1, snapshot=(META, streamed), snapshot_chunk_size=256 << 10).start()
+        Recorder.made.clear()
+        b = await Member(2, snapshot_sink=Recorder).start()
+        a.transport.set_peers({2: [b.url]})
+        a.transport.send([msg_snap()])
+        assert await snapshot_reports(a.transport) == [Report(ReportKind.SNAPSHOT, 2, True)]
+        assert loop_thread not in made_in
+        (m,) = b.got
+        (sink,) = Recorder.made
+        assert m.snapshot == Snapshot(META, DATA) and m.snapshot.loaded is sink
+        assert len(sink.fed) == len(DATA) // (256 << 10) + 1 and sink.finished == 1
+        assert b"".join(sink.fed) == DATA
+        await a.stop()
+        await b.stop()
+
+    run(body())
+
+
+def test_a_snapshot_its_sink_refuses_is_refused_with_the_sinks_status() -> None:
+    async def body() -> None:
+        b = await Member(2, snapshot_sink=lambda: Recorder(refuse=2)).start()
+        err = await _send_raw(b.url, _chunks())
+        assert err.code() == grpc.StatusCode.DATA_LOSS
+        details = err.details() or ""
+        assert "fails its checksum" in details and "snapshot 7/1000 from member 1" in details
+        assert b.got == []
+        await b.stop()
+
+    run(body())
