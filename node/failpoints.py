@@ -35,8 +35,6 @@ POINTS = (
     "snapshot.before_save",
     "snapshot.after_save",
     "snapshot.before_install",
-    "snapshot.after_install_file",
-    "snapshot.before_apply",
     "snapshot.after_install",
     "raftlog.before_compact",
     "raftlog.after_compact",

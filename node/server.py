@@ -43,7 +43,6 @@ from .raft.types import (
     Message,
     MessageType,
     Ready,
-    Snapshot,
     SnapshotMeta,
 )
 from .storage.errors import WriteFailure
@@ -170,9 +169,10 @@ class RaftNode:
         applied_raw = self.db.get(APPLIED_KEY)
         applied = struct.unpack(">Q", applied_raw)[0] if applied_raw else 0
         if state.snapshot.index > applied:
-            # A snapshot from the leader is recorded in the log before the state machine
-            # installs it (see _handle_ready); a crash in between leaves the state machine
-            # behind the log. Install it now, or the entries it covers would be lost here.
+            # Earlier versions recorded a snapshot from the leader in the log (its data in a
+            # file) before the state machine installed it; a crash in between left the state
+            # machine behind the log. Install it now, or the entries it covers would be lost.
+            # (Now both are one write: see _install_snapshot.)
             loaded = self.storage.load_snapshot()
             assert loaded is not None
             meta, data = loaded
@@ -446,15 +446,8 @@ class RaftNode:
             self._note_heartbeats(rd.messages)
             self.transport.send(rd.messages)
         if rd.snapshot is not None:
-            # The file first, then the log records it, then the state machine installs it:
-            # a crash at any point leaves a state that start-up completes (_load_core).
-            snap = rd.snapshot
-            assert snap.data is not None, "the transport delivers snapshots with their data"
-            snap_started = time.perf_counter()
-            failpoints.hit("snapshot.before_install")
-            await asyncio.to_thread(self.storage.save_snapshot, snap.meta, snap.data)
-            failpoints.hit("snapshot.after_install_file")
-        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            self._install_snapshot(rd)
+        elif rd.entries or rd.hard_state is not None:
             batch = self.db.write_batch(sync=rd.must_sync)
             self.storage.stage(batch, rd)
             failpoints.hit("raft.before_log_write")
@@ -468,8 +461,6 @@ class RaftNode:
                 # A moved commit index alone: no fsync, so no reason to leave the loop.
                 batch.write()
             failpoints.hit("raft.after_log_write")
-        if rd.snapshot is not None:
-            self._install_snapshot(rd.snapshot, snap_started)
         if rd.messages_after_persist:
             self.transport.send(rd.messages_after_persist)
         if rd.committed_entries and (rd.messages or rd.messages_after_persist):
@@ -660,13 +651,25 @@ class RaftNode:
         with contextlib.suppress(ProposalDropped):
             self.core.propose([MEMBER_ATTRS + json.dumps(doc).encode()])
 
-    def _install_snapshot(self, snap: Snapshot, started: float) -> None:
-        """Replace the state machine with a snapshot already recorded in the log."""
-        assert snap.data is not None, "the transport delivers snapshots with their data"
-        failpoints.hit("snapshot.before_apply")
+    def _install_snapshot(self, rd: Ready) -> None:
+        """Replace the state machine with the snapshot in ``rd``, in one synced write with
+        the log's record of it (and the rest of what ``rd`` persists): a crash leaves both or
+        neither, so the log never names a snapshot the state machine does not hold.
+
+        All on the loop, write included: nothing reads the new state before it is durable.
+        """
+        snap = rd.snapshot
+        assert snap is not None and snap.data is not None, "snapshots arrive with their data"
+        started = time.perf_counter()
+        failpoints.hit("snapshot.before_install")
+        batch = self.db.write_batch(sync=True)
+        self.storage.stage(batch, rd)
         applied = [(APPLIED_KEY, struct.pack(">Q", snap.meta.index))]
         # Read as it arrived, if the transport had our loader (see main.py).
-        self.sm.restore(snap.data, applied, snap.loaded)
+        self.sm.stage_restore(batch, snap.data, applied, snap.loaded)
+        failpoints.hit("raft.before_log_write")
+        batch.write()
+        self.sm.restored()
         failpoints.hit("snapshot.after_install")
         self._held_snapshot = (snap.meta, self.sm.view())
         raw = self.db.get(MEMBERS_KEY)

@@ -158,13 +158,27 @@ class KvStateMachine:
     def restore(
         self, data: bytes, extra: list[tuple[bytes, bytes]], loaded: StateLoader | None = None
     ) -> None:
-        """Install a snapshot received from the leader; all or nothing. ``loaded`` is the
-        same snapshot already read (as it arrived), else ``data`` is read now."""
+        """Install a snapshot received from the leader, in a write of its own."""
+        batch = self.db.write_batch(sync=True)
+        self.stage_restore(batch, data, extra, loaded)
+        batch.write()
+        self.restored()
+
+    def stage_restore(
+        self,
+        batch: Any,
+        data: bytes,
+        extra: list[tuple[bytes, bytes]],
+        loaded: StateLoader | None = None,
+    ) -> None:
+        """Put into ``batch`` the replacement of the whole state by a snapshot, ``extra``
+        records with it, and serve that state from now on; call :meth:`restored` once the
+        batch is written. ``loaded`` is the snapshot already read (as it arrived), else
+        ``data`` is read now; a damaged one raises CorruptDataError and changes nothing."""
         if loaded is None:
             loaded = self.loader()
             loaded.feed(data)
             loaded.finish()
-        batch = self.db.write_batch(sync=True)
         self.store.install(loaded.store, batch)
         for prefix in STATE_PREFIXES:
             if prefix != LEASE_PREFIX:
@@ -181,7 +195,9 @@ class KvStateMachine:
                 batch.put(k, v)
         for k, v in extra:
             batch.put(k, v)
-        batch.write()
+
+    def restored(self) -> None:
+        """The batch of :meth:`stage_restore` is written."""
         self.store.batch_written()
         self.watch_hub.restored()
 

@@ -145,8 +145,8 @@ class Snapshot:
 
     The core never looks at ``data``; the leader's core emits snapshot messages with
     ``data`` left ``None`` and the transport attaches the bytes of the snapshot it holds.
-    ``loaded`` is the receiving state machine's reading of ``data``, done as it arrived;
-    the core passes it along untouched.
+    A receiver may read the data into its state machine as it arrives: it is then in
+    ``loaded`` (and ``data`` is empty), which the core passes along untouched.
     """
 
     meta: SnapshotMeta
@@ -297,7 +297,9 @@ class Ready:
     2. send ``messages`` at any time (they do not depend on this turn's persistence: the
        leader's appends go out while its own write is in flight), and
        ``messages_after_persist`` only once step 1 is durable;
-    3. restore ``snapshot`` into the state machine, apply ``committed_entries`` in order;
+    3. restore ``snapshot`` into the state machine (or in step 1's write, which keeps the
+       log from ever naming a snapshot the state machine does not hold), apply
+       ``committed_entries`` in order;
     4. serve ``read_states``;
     5. call ``advance(ready)``.
     """

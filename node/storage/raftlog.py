@@ -124,8 +124,8 @@ class RaftStorage:
     def stage(self, batch: WriteBatch, rd: Ready) -> None:
         """Put into ``batch`` everything ``rd`` asks to persist.
 
-        A snapshot in ``rd`` replaces the whole log; its data file must already be saved
-        (:meth:`save_snapshot`). New entries replace any stored ones at or after the first
+        A snapshot in ``rd`` replaces the whole log; the caller puts the state it names
+        into the same batch. New entries replace any stored ones at or after the first
         of them (Raft truncation of a conflicting suffix).
         """
         if rd.snapshot is not None:

@@ -97,12 +97,13 @@ class RaftPeerService(pb_grpc.RaftPeerServicer):  # type: ignore[misc]
         self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: Any
     ) -> pb.SnapshotAck:
         try:
-            m = await snapshot.receive(request_iterator, self._cluster_id, self._snapshot_sink)
+            m, size = await snapshot.receive(
+                request_iterator, self._cluster_id, self._snapshot_sink
+            )
         except snapshot.SnapshotRejected as exc:
             log.warning("refused a snapshot: %s", exc.message)
             await context.abort(exc.code, exc.message)
         self._on_message(m)
-        size = len(m.snapshot.data) if m.snapshot is not None and m.snapshot.data else 0
         return pb.SnapshotAck(bytes=size)
 
     async def LeaseRenew(

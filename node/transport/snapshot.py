@@ -120,16 +120,18 @@ async def receive(
     stream: AsyncIterator[pb.SnapshotChunk],
     cluster_id: int,
     sink: Callable[[], Sink] | None = None,
-) -> Message:
-    """Reassemble and verify a chunk stream into the MsgSnap to deliver, data attached.
+) -> tuple[Message, int]:
+    """Reassemble and verify a chunk stream into the MsgSnap to deliver, data attached;
+    also the number of bytes received.
 
-    With ``sink``, each chunk's data is also read into a new sink as it arrives, and the
-    snapshot is delivered with it as ``loaded``: the state machine's reading is then done
-    by the time the last chunk is in.
+    With ``sink``, each chunk's data is read into a new sink instead, as it arrives, and the
+    snapshot is delivered with it as ``loaded`` (and empty ``data``): the state machine's
+    reading is then done by the time the last chunk is in.
     """
     header: Message | None = None
     meta: SnapshotMeta | None = None
     parts: list[bytes] = []
+    size = 0
     digest = hashlib.sha256()
     sender = 0
     loading = sink() if sink is not None else None
@@ -156,9 +158,11 @@ async def receive(
                 )
             sender = chunk.from_id
             meta = header.snapshot.meta
-        parts.append(chunk.data)
+        size += len(chunk.data)
         digest.update(chunk.data)
-        if loading is not None:
+        if loading is None:
+            parts.append(chunk.data)
+        else:
             with _refused_if_bad(meta, sender):
                 loading.feed(chunk.data)
         if chunk.last and header is not None and meta is not None:
@@ -172,7 +176,7 @@ async def receive(
                 with _refused_if_bad(meta, sender):
                     loading.finish()
             header.snapshot = Snapshot(meta, b"".join(parts), loading)
-            return header
+            return header, size
     raise SnapshotRejected(grpc.StatusCode.DATA_LOSS, "snapshot stream ended before its last chunk")
 
 

@@ -193,8 +193,6 @@ def test_members_crashed_at_a_point_recover_everything(
     "point",
     [
         "snapshot.before_install",
-        "snapshot.after_install_file",
-        "snapshot.before_apply",
         "snapshot.after_install",
     ],
 )
