@@ -762,15 +762,15 @@ class MvccStore:
 
     def hash_view(self, revision: int = 0) -> Callable[[], HashKVResponse]:
         """:meth:`hash_kv` in two steps: what the hash covers is fixed now (under the lock,
-        quickly), and the returned function reads and hashes it, in any thread, while
-        applies go on."""
+        quickly, as :meth:`freeze` fixes a snapshot), and the returned function reads and
+        hashes it, in any thread, while applies go on."""
         with self._lock:
             rev = revision if revision > 0 else self._rev
             if rev > self._rev:
                 raise FutureRevisionError()
             if rev < self._compacted:
                 raise CompactedError()
-            entries = self._entries_upto(rev)
+            entries = self._entries_upto(rev) if self._overlay else None
             overlay = dict(self._overlay)
             dbsnap = self._db.snapshot()
             # etcd answers -1 for a store that was never compacted.
@@ -779,9 +779,19 @@ class MvccStore:
         prefix = self._prefix
 
         def compute() -> HashKVResponse:
+            records: Iterable[tuple[bytes, bytes]]
+            if entries is None:
+                # The records up to ``rev``, in revision order, straight from the snapshot.
+                plen = len(prefix)
+                upto = dbsnap.iterator(
+                    start=prefix + codec.REV_TAG, stop=prefix + codec.rev_key(rev + 1, 0)
+                )
+                records = ((k[plen:], v) for k, v in upto)
+            else:
+                records = _records(entries, overlay, dbsnap, prefix)
             h = 0
             try:
-                for rk, value in _records(entries, overlay, dbsnap, prefix):
+                for rk, value in records:
                     codec.decode_kv_into(rk, value, KeyValue())
                     h = codec.crc32(value, codec.crc32(rk, h))
             finally:

@@ -131,6 +131,27 @@ def test_hash_kv_equal_after_identical_operations(tmp_path: Path) -> None:
         two.close()
 
 
+def test_the_hash_read_from_the_index_or_straight_from_the_database_is_the_same(
+    h: Harness,
+) -> None:
+    """With records still in a batch, the hash walks the key index for the revisions to read;
+    once written, it reads the records up to the revision straight from a LevelDB snapshot."""
+    workload(h)
+    h.put(b"a", b"again")
+    h.compact(h.store.revision - 3)
+    first = h.store.compacted_revision
+    batch = h.db.write_batch()
+    for i in range(3):
+        h.store.put(pb.PutRequest(key=b"p%d" % i, value=b"pending"), batch)
+    h.store.delete_range(pb.DeleteRangeRequest(key=b"a"), batch)
+    revs = range(first, h.store.revision + 1)
+    from_index = [h.store.hash_kv(rev).hash for rev in revs]
+    batch.write()
+    h.store.batch_written()
+    assert [h.store.hash_kv(rev).hash for rev in revs] == from_index
+    assert len(set(from_index)) == len(from_index), "every revision hashes differently"
+
+
 def test_hash_kv_compact_revision_is_minus_one_until_compacted(h: Harness) -> None:
     """etcd answers compact_revision -1 for a store that was never compacted."""
     empty = h.store.hash_kv()
