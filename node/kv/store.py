@@ -948,8 +948,8 @@ class StoreView:
     def stream(self, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
         """The snapshot's length in bytes, and its bytes in chunks, made as they are taken.
 
-        The length comes first, from one pass over the records' keys and values (a tenth of
-        the time serializing takes), so the snapshot can be sent while it is being made.
+        The length comes first, from one pass over the records' keys and values (a fraction
+        of the time serializing takes), so the snapshot can be sent while it is being made.
         """
         records: Iterable[tuple[bytes, bytes]]
         if self.entries is not None:
