@@ -159,8 +159,11 @@ class RaftStorage:
     def record_snapshot(self, batch: WriteBatch, meta: SnapshotMeta) -> None:
         """Record a snapshot this member made itself (``RaftCore.create_snapshot``).
 
-        Save its file first; :meth:`compact` may then drop the entries it covers. A founding
-        member records its bootstrap configuration (the snapshot at index 0) this way too.
+        The state it names is the state machine's, durable in the same database (the
+        record's synced write makes every earlier apply durable); :meth:`compact` may then
+        drop the entries it covers. A founding member records its bootstrap configuration
+        (the snapshot at index 0) this way too. (Snapshot files remain for a restored
+        member's first snapshot and for data directories of earlier versions.)
         """
         if meta.index >= self._snapshot.index:
             batch.put(SNAPSHOT_KEY, codec.encode_meta(meta))
