@@ -195,9 +195,7 @@ class MvccStore:
         indexer.add((full[plen:], value) for full, value in stored)
         last = indexer.last
         index.reorder()
-        for key, ki in index.all_items():
-            if ki.live and ki.lease:
-                self._leases.setdefault(ki.lease, set()).add(key)
+        self._leases = _live_keys_by_lease(index)
         # The current revision is that of the newest record, except after a compaction that
         # dropped it (a deletion at the compaction revision); compaction records the revision.
         # An empty store is at revision 1, as etcd's is.
@@ -1039,10 +1037,17 @@ class SnapshotLoader:
         if self._indexer.last > header.revision or header.compacted > header.revision:
             raise CorruptDataError("snapshot header does not match its records")
         self.index.reorder()
-        for key, ki in self.index.all_items():
-            if ki.live and ki.lease:
-                self.leases.setdefault(ki.lease, set()).add(key)
+        self.leases = _live_keys_by_lease(self.index)
         self.header = header
+
+
+def _live_keys_by_lease(index: TreeIndex) -> dict[int, set[bytes]]:
+    """Each lease with a live key attached, and those keys."""
+    leases: dict[int, set[bytes]] = {}
+    for key, ki in index.all_items():
+        if ki.live and ki.lease:
+            leases.setdefault(ki.lease, set()).add(key)
+    return leases
 
 
 def _records(
