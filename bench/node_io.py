@@ -20,16 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import plyvel
-
 from flotilla.node.raft.types import Entry, HardState, Message, MessageType, Ready
 from flotilla.node.storage import RaftStorage
+from flotilla.node.storage.leveldb import open_db
 from flotilla.node.transport import Transport
 
 
 def bench_storage(seconds: float, batch: int, size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        db = plyvel.DB(str(Path(tmp) / "db"), create_if_missing=True)
+        db = open_db(Path(tmp) / "db")
         storage = RaftStorage(db, Path(tmp) / "snap")
         payload = b"x" * size
         index = turns = 0

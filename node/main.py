@@ -44,6 +44,7 @@ from .rpcdecode import DecodeGuard
 from .server import RaftNode, is_fresh
 from .storage.errors import StorageError, WriteFailure
 from .storage.identity import ensure_identity, is_removed, mark_removed, stored_member_id
+from .storage.leveldb import compact_all, open_db
 from .storage.raftlog import RaftStorage
 from .tls import TlsError, TlsMaterial, load
 from .transport.peer import Transport, fetch_hash, fetch_members
@@ -75,7 +76,7 @@ class Member:
         self.client_tls: TlsMaterial | None = load(cfg.client_tls, "")
         self.peer_tls: TlsMaterial | None = load(cfg.peer_tls, "peer-")
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = plyvel.DB(str(cfg.data_dir / "db"), create_if_missing=True)
+        self.db = open_db(cfg.data_dir / "db")
         if is_removed(self.db):
             raise StorageError(
                 f"member {cfg.name} ({cfg.member_id:x}) was removed from the cluster; "
@@ -279,9 +280,7 @@ class Member:
         # The state a member holds for followers that need a snapshot would keep every
         # record deleted since it was taken: hold the state as it is now first.
         await self.node.hold_state_now()
-        # A closed range: LevelDB's compaction of one open at the end (the default) leaves
-        # the records that deletions hid on disk (measured). Every key here is below 0xff.
-        self.db.compact_range(stop=b"\xff")
+        compact_all(self.db)
         self.sm.measure_db()  # the quota check must see the space it gave back at once
 
     async def _close_servers(self, grace: float) -> None:

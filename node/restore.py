@@ -11,8 +11,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import plyvel
-
 from . import backup
 from .config import NodeConfig
 from .kv.state import KvStateMachine
@@ -21,6 +19,7 @@ from .raft.core import InitialState
 from .raft.types import HardState, Ready, SnapshotMeta
 from .server import APPLIED_KEY, MEMBERS_KEY
 from .storage.identity import ensure_identity
+from .storage.leveldb import open_db
 from .storage.raftlog import RaftStorage
 
 RESTORED_INDEX = 1
@@ -37,7 +36,7 @@ def restore(backup_file: Path, cfg: NodeConfig) -> Path:
     if cfg.data_dir.exists() and any(cfg.data_dir.iterdir()):
         raise RestoreError(f"data dir {cfg.data_dir} exists and is not empty")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    db = plyvel.DB(str(cfg.data_dir / "db"), create_if_missing=True)
+    db = open_db(cfg.data_dir / "db")
     try:
         ensure_identity(db, cfg.cluster_id, cfg.member_id)
         sm = KvStateMachine(db, cfg)
