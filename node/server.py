@@ -452,9 +452,7 @@ class RaftNode:
             self.storage.stage(batch, rd)
             failpoints.hit("raft.before_log_write")
             if rd.must_sync:
-                started = time.perf_counter()
-                await self._writer.run(batch.write)
-                took = time.perf_counter() - started
+                took = await self._writer.run(batch.write)
                 self.stats.fsync_seconds.append(took)
                 self._slow_fsync.observe(self.core, took, time.monotonic())
             else:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from queue import SimpleQueue
 
-_Job = tuple[Callable[[], object], asyncio.Future[None], asyncio.AbstractEventLoop]
+_Job = tuple[Callable[[], object], asyncio.Future[float], asyncio.AbstractEventLoop]
 
 
 class SyncWriter:
@@ -27,10 +28,11 @@ class SyncWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, fn: Callable[[], object]) -> asyncio.Future[None]:
-        """Call ``fn`` on the thread; the future ends when it returns, or with its error."""
+    def run(self, fn: Callable[[], object]) -> asyncio.Future[float]:
+        """Call ``fn`` on the thread; the future ends when it returns, with the seconds the
+        call itself took (not the hand-offs), or with its error."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[float] = loop.create_future()
         self._jobs.put((fn, done, loop))
         return done
 
@@ -42,18 +44,20 @@ class SyncWriter:
         while (job := self._jobs.get()) is not None:
             fn, done, loop = job
             error: BaseException | None = None
+            started = time.perf_counter()
             try:
                 fn()
             except BaseException as exc:  # handed to the coroutine that waits
                 error = exc
+            took = time.perf_counter() - started
             with contextlib.suppress(RuntimeError):  # a loop closed meanwhile waits for nothing
-                loop.call_soon_threadsafe(_settle, done, error)
+                loop.call_soon_threadsafe(_settle, done, took, error)
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+def _settle(done: asyncio.Future[float], took: float, error: BaseException | None) -> None:
     if done.done():  # cancelled: its waiter is gone
         return
     if error is None:
-        done.set_result(None)
+        done.set_result(took)
     else:
         done.set_exception(error)

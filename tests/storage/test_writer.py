@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +94,19 @@ def test_close_ends_the_thread_after_the_writes_handed_over() -> None:
     thread.join(5)
     assert not thread.is_alive(), "the writer's thread did not end after close"
     assert done == [1]
+
+
+def test_the_wait_ends_with_the_seconds_the_call_itself_took(writer: SyncWriter) -> None:
+    """What the fsync metric records: the call's own time, without the hand-offs around it
+    (and without whatever the loop did meanwhile)."""
+
+    async def main() -> tuple[float, float]:
+        started = time.perf_counter()
+        waiting = writer.run(lambda: time.sleep(0.05))  # the call being timed, not a wait
+        time.sleep(0.1)  # the loop busy meanwhile: not the call's time
+        took = await waiting
+        return took, time.perf_counter() - started
+
+    took, waited = asyncio.run(main())
+    assert 0.05 <= took < 0.1, f"the call took {took:.3f} s by the writer's clock"
+    assert waited >= 0.1
