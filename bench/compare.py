@@ -24,6 +24,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -396,7 +397,11 @@ def profile(load: Load, cluster: Cluster, out_dir: Path) -> Result:
 # --- one system -------------------------------------------------------------------------
 
 
-PARTS = ("workloads", "profile", "fill", "learner", "failover")
+PARTS = ("workloads", "profile", "fill", "learner", "failover", "turns")
+
+TURN_WORKLOADS = ("put-100", "get-lin-100")
+"""The workloads whose targets are ratios at parity, measured again in turns (see
+:func:`in_turns`)."""
 
 
 def measure(
@@ -466,6 +471,29 @@ def measure(
     finally:
         cluster.stop()
     return out
+
+
+def in_turns(
+    load: Load, makers: dict[str, Callable[[], Cluster]], labels: list[str], rounds: int
+) -> Result:
+    """Each system ``rounds`` times on a fresh cluster, the systems alternating, running
+    :data:`TURN_WORKLOADS`: one run of each workload per system is at the mercy of what else
+    the machine did meanwhile, and where two systems are this close that decides a ratio."""
+    runs: dict[str, dict[str, list[float]]] = {
+        lab: {wid: [] for wid in TURN_WORKLOADS} for lab in labels
+    }
+    table = {wid: run for wid, _desc, run in workloads(load)}
+    for n in range(rounds):
+        for lab in labels:
+            print(f"   in turns {n + 1}/{rounds}: {lab}", file=sys.stderr, flush=True)
+            cluster = makers[lab]()
+            cluster.start()
+            try:
+                for wid in TURN_WORKLOADS:
+                    runs[lab][wid].append(table[wid](cluster)["throughput"])
+            finally:
+                cluster.stop()
+    return {"rounds": rounds, "labels": labels, "throughput": runs}
 
 
 # --- report -----------------------------------------------------------------------------
@@ -577,13 +605,46 @@ def markdown(report: Result) -> str:
         return f"failed: {ln['error'][:60]}" if "error" in ln else "not measured"
 
     row(f"new learner catches up on the {base.get('fill_keys', 0):,}-key store", learner)
+    turns = report.get("turns")
+    if turns:
+        lines += ["", *turns_table(turns)]
     lines += ["", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
 
 
+def turns_table(turns: Result) -> list[str]:
+    labels = turns["labels"]
+    base, refs = labels[0], labels[1:]
+    runs = turns["throughput"]
+    n = turns["rounds"]
+    lines = [
+        f"In turns: {n} fresh cluster{'s' if n != 1 else ''} of each system, alternating"
+        f" ({' then '.join(labels)}{', and again' if n > 1 else ''}); the ratio is of the"
+        " medians.",
+        "",
+        "| workload | "
+        + " | ".join(f"{lab} ops/s, each run" for lab in labels)
+        + " | "
+        + " | ".join(f"÷ {r} (medians)" for r in refs)
+        + " |",
+        "|" + " --- |" * (len(labels) + len(refs) + 1),
+    ]
+    for wid in TURN_WORKLOADS:
+        cells = [wid]
+        for lab in labels:
+            cells.append(" / ".join(f"{v:,.0f}" for v in runs[lab][wid]))
+        for ref in refs:
+            mb, mr = runs[base][wid], runs[ref][wid]
+            cells.append(ratio(statistics.median(mb), statistics.median(mr)) if mb and mr else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="3 s per workload, 20,000-key fill")
+    p.add_argument(
+        "--quick", action="store_true", help="3 s per workload, 20,000-key fill, one turn"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="length of each workload")
     p.add_argument("--fill-keys", type=int, default=100_000, help="keys written before memory")
     p.add_argument("--systems", default="", help="comma-separated labels to run (default all)")
@@ -596,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--profile", action="store_true", help="py-spy profiles of Flotilla under write load"
     )
+    p.add_argument(
+        "--turns", type=int, default=3, help="fresh clusters of each system for the turns part"
+    )
     p.add_argument("--out", type=Path, default=HERE / "results", help="where results go")
     p.add_argument(
         "--render", type=Path, metavar="JSON", help="only print the table of an earlier run"
@@ -607,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds = min(args.seconds, 3.0)
         args.fill_keys = min(args.fill_keys, 20_000)
+        args.turns = min(args.turns, 1)
 
     etcd_bin, benchmark, loadgen, etcd_version = build_tools()
     load = Load(benchmark, loadgen, args.seconds)
@@ -636,6 +701,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for label in wanted
     ]
+    # Flotilla against the newest etcd only: the reference the targets name.
+    pair = [lab for lab in wanted if lab in list(makers)[:2]]
+    turns = None
+    if "turns" in parts and len(pair) == 2 and args.turns > 0:
+        turns = in_turns(load, makers, pair, args.turns)
 
     report: Result = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -649,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             "snapshot_count": SNAPSHOT_COUNT,
         },
         "systems": systems,
+        "turns": turns,
         "notes": [
             "All members, the load generator and the harness share this machine's cores, so"
             " absolute numbers are low and noisy; compare ratios within one run.",

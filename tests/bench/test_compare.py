@@ -92,3 +92,29 @@ def test_markdown_leaves_out_what_no_system_ran() -> None:
     )
     assert "| workload |" not in md
     assert "| resident memory per member after the fill, MiB (max of 3) | 1 |" in md
+
+
+def test_markdown_has_the_runs_in_turns_and_the_ratio_of_their_medians() -> None:
+    turns = {
+        "rounds": 3,
+        "labels": ["flotilla", "etcd-x"],
+        "throughput": {
+            "flotilla": {"put-100": [90.0, 120.0, 100.0], "get-lin-100": [300.0, 10.0, 200.0]},
+            "etcd-x": {"put-100": [80.0, 200.0, 50.0], "get-lin-100": [100.0, 400.0, 250.0]},
+        },
+    }
+    report = {
+        "date": "d",
+        "machine": "m",
+        "seconds": 1.0,
+        "quick": False,
+        "systems": [system("flotilla", 100.0), system("etcd-x", 100.0)],
+        "turns": turns,
+        "notes": [],
+    }
+    md = markdown(report)
+    assert "In turns: 3 fresh clusters of each system" in md
+    # Medians 100 / 80 and 200 / 250, whatever the order of the runs or their outliers.
+    assert "| put-100 | 90 / 120 / 100 | 80 / 200 / 50 | 1.25 |" in md
+    assert "| get-lin-100 | 300 / 10 / 200 | 100 / 400 / 250 | 0.80 |" in md
+    assert "In turns" not in markdown({**report, "turns": None})
