@@ -702,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         for label in wanted
     ]
     # Flotilla against the newest etcd only: the reference the targets name.
-    pair = [lab for lab in wanted if lab in list(makers)[:2]]
+    pair = [lab for lab in list(makers)[:2] if lab in wanted]
     turns = None
     if "turns" in parts and len(pair) == 2 and args.turns > 0:
         turns = in_turns(load, makers, pair, args.turns)
