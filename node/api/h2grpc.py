@@ -16,7 +16,9 @@ are applied once per method. The member's peer transport stays on grpcio.
 
 Decoded request header blocks are cached per connection: after its first request a client
 sends the same few indexed bytes for every call of a method, and a block that neither adds
-to nor evicts from the HPACK table decodes the same way until the table changes.
+to nor evicts from the HPACK table decodes the same way until the table changes. Blocks that
+differ every time (a client that puts a deadline on every call) are decoded by ``hpackdec``,
+which does only what a server needs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any
 from urllib.parse import quote
 
 import grpc
-import hpack
+
+from flotilla.node.api.hpackdec import Decoder, HpackError
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +292,7 @@ class Connection(asyncio.Protocol):
         self.peer = ""
         self.buf = b""
         self.preface_seen = False
-        self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
+        self.decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
         self.header_cache: dict[bytes, tuple[str, Any, str | None]] = {}
         self.streams: dict[int, Stream] = {}
         self.last_stream = 0
@@ -522,18 +525,11 @@ class Connection(asyncio.Protocol):
         cached = self.header_cache.get(block)
         if cached is not None:
             return cached
-        table = self.decoder.header_table
-        # Every insertion puts a new tuple first: holding the first entry (not its id, which
-        # a new tuple could reuse once the old one is freed) tells whether the table moved.
-        newest = table.dynamic_entries[0] if table.dynamic_entries else None
-        size = (len(table.dynamic_entries), table.maxsize)
+        generation = self.decoder.generation
         try:
-            fields = self.decoder.decode(block, raw=True)
-        except Exception as err:
+            fields = self.decoder.decode(block)
+        except HpackError as err:
             raise ProtocolError(COMPRESSION_ERROR, f"bad header block: {err}") from None
-        unchanged = size == (len(table.dynamic_entries), table.maxsize) and (
-            (table.dynamic_entries[0] if table.dynamic_entries else None) is newest
-        )
         path = ""
         timeout = None
         metadata = []
@@ -545,12 +541,13 @@ class Connection(asyncio.Protocol):
             elif not name.startswith(b":") and name not in (b"te", b"content-type"):
                 metadata.append((name.decode("latin-1"), value.decode("latin-1")))
         result = (path, tuple(metadata), timeout)
-        if unchanged:
+        if generation == self.decoder.generation:
             if len(self.header_cache) > 256:
                 self.header_cache.clear()
             self.header_cache[block] = result
         else:
-            self.header_cache.clear()  # the table moved: indexed fields may mean other things
+            # The table moved: the same bytes may name other fields from now on.
+            self.header_cache.clear()
         return result
 
     def _data(self, flags: int, sid: int, p: bytes) -> None:
