@@ -24,7 +24,8 @@ _STATIC: tuple[tuple[bytes, bytes], ...] = ((b"", b""), *HeaderTable.STATIC_TABL
 _STATIC_LAST = len(_STATIC) - 1
 _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1: an entry's size is its name, its value and 32
 _MAX_INT_SHIFT = 28  # integers past 2**28 are nobody's header: refuse, do not loop
-_HUFFMAN_CACHE_LIMIT = 1024
+_HUFFMAN_CACHE_LIMIT = 1024  # strings
+_HUFFMAN_CACHE_LONGEST = 128  # bytes encoded
 
 
 class HpackError(ValueError):
@@ -120,16 +121,18 @@ class Decoder:
         raw = block[pos:stop]
         if not huffman:
             return raw, stop
-        # The same encoded strings come again and again (paths, the authority, timeouts).
+        # The same short strings come again and again (paths, the authority, timeouts);
+        # long ones are not kept, so a client cannot make the cache large.
         text = self._huffman.get(raw)
         if text is None:
             try:
                 text = decode_huffman(raw)
             except HPACKDecodingError as err:
                 raise HpackError(str(err)) from None
-            if len(self._huffman) >= _HUFFMAN_CACHE_LIMIT:
-                self._huffman.clear()
-            self._huffman[raw] = text
+            if length <= _HUFFMAN_CACHE_LONGEST:
+                if len(self._huffman) >= _HUFFMAN_CACHE_LIMIT:
+                    self._huffman.clear()
+                self._huffman[raw] = text
         return text, stop
 
     def _add(self, field: tuple[bytes, bytes]) -> None:

@@ -140,3 +140,16 @@ def test_random_bytes_are_refused_where_the_hpack_package_refuses_them() -> None
         except HpackError:
             got = None
         assert got == want, block.hex()
+
+
+def test_long_strings_are_decoded_but_not_kept() -> None:
+    """The cache of decoded Huffman strings holds short ones only: a client sending ever new
+    long values must not make a connection's memory grow with them."""
+    enc = hpack.Encoder()
+    dec = Decoder()
+    for i in range(300):
+        value = f"{i:04d}" + "a" * 400
+        block = enc.encode([hpack.NeverIndexedHeaderTuple("x-long", value)], huffman=True)
+        assert dec.decode(block) == [(b"x-long", value.encode())]
+    # Only the name, short and the same every time, is kept.
+    assert set(dec._huffman.values()) == {b"x-long"}, "long strings were kept"
