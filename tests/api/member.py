@@ -18,8 +18,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-import plyvel
-
 from flotilla.node.api import h2grpc
 from flotilla.node.api.etcdpb import rpc_pb2
 from flotilla.node.api.handle import GRPC_SERVER_OPTIONS
@@ -29,6 +27,7 @@ from flotilla.node.kv.apply import Applier
 from flotilla.node.kv.lease import Lessor
 from flotilla.node.kv.store import MvccStore
 from flotilla.node.kv.watch import WatchHub
+from flotilla.node.storage.leveldb import open_db
 
 T = TypeVar("T")
 
@@ -40,7 +39,7 @@ class SingleMember:
     """``NodeHandle`` for one member that is always the leader."""
 
     def __init__(self, path: Path, **hub_kw: Any) -> None:
-        self.db: Any = plyvel.DB(str(path), create_if_missing=True)
+        self.db: Any = open_db(path)
         self.store = MvccStore(self.db)
         self.lessor = Lessor(self.db, self.store)
         self.applier = Applier(self.store, self.lessor)

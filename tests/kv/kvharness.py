@@ -6,10 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import plyvel
-
 from flotilla.node.api.etcdpb import rpc_pb2 as pb
 from flotilla.node.kv.store import Applied, MvccStore
+from flotilla.node.storage.leveldb import open_db
 
 T = TypeVar("T")
 
@@ -19,7 +18,7 @@ class Harness:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db: Any = plyvel.DB(str(path), create_if_missing=True)
+        self.db: Any = open_db(path)
         self.store = MvccStore(self.db)
 
     def commit(self, fn: Callable[[Any], Applied[T]]) -> Applied[T]:
@@ -49,7 +48,7 @@ class Harness:
 
     def reopen(self) -> MvccStore:
         self.db.close()
-        self.db = plyvel.DB(str(self.path), create_if_missing=True)
+        self.db = open_db(self.path)
         self.store = MvccStore(self.db)
         return self.store
 

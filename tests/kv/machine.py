@@ -6,19 +6,18 @@ import io
 from pathlib import Path
 from typing import Any
 
-import plyvel
-
 from flotilla.node.kv import requests
 from flotilla.node.kv.apply import Applier, ApplyOutput
 from flotilla.node.kv.lease import Lessor
 from flotilla.node.kv.store import MvccStore
+from flotilla.node.storage.leveldb import open_db
 
 
 class Machine:
     def __init__(self, path: Path, **lessor_kw: Any) -> None:
         self.path = path
         self.lessor_kw = lessor_kw
-        self.db: Any = plyvel.DB(str(path), create_if_missing=True)
+        self.db: Any = open_db(path)
         self.store = MvccStore(self.db)
         self.lessor = Lessor(self.db, self.store, **lessor_kw)
         self.applier = Applier(self.store, self.lessor)
@@ -57,7 +56,7 @@ class Machine:
 
     def reopen(self) -> None:
         self.db.close()
-        self.db = plyvel.DB(str(self.path), create_if_missing=True)
+        self.db = open_db(self.path)
         self.store = MvccStore(self.db)
         self.lessor = Lessor(self.db, self.store, **self.lessor_kw)
         self.applier = Applier(self.store, self.lessor)

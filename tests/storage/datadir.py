@@ -9,6 +9,7 @@ import plyvel
 
 from flotilla.node.raft.types import Ready
 from flotilla.node.storage import RaftStorage
+from flotilla.node.storage.leveldb import open_db
 
 
 class DataDir:
@@ -16,7 +17,7 @@ class DataDir:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.db = plyvel.DB(str(root / "db"), create_if_missing=True)
+        self.db = open_db(root / "db")
         self.storage = RaftStorage(self.db, root / "snap")
 
     def persist(self, rd: Ready) -> None:
