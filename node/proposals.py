@@ -85,17 +85,23 @@ class Waiters:
                     fut.set_exception(exc)
         return len(expired)
 
-    def read_round_due(self, now: float, retry: float) -> bool:
-        """Whether to start a ReadIndex round for the queued reads now.
+    def read_round_due(self, now: float, retry: float, *, free_ride: bool = False) -> bool:
+        """Whether to ask for a ReadIndex for the queued reads now.
 
-        One round at a time, as etcd's read loop does: reads that arrive while a round is
-        out wait for the next one, which starts when it returns, so under load every round
-        carries many reads instead of each turn paying a round of heartbeats for a few.
-        A round can be lost (a leader change drops a forwarded ReadIndex), so after
-        ``retry`` seconds without an answer the next one starts anyway.
+        One request at a time, as etcd's read loop does: reads that arrive while one is out
+        wait for the next, which starts when it returns, so under load every request
+        carries many reads instead of each turn paying a message for a few. A request can
+        be lost (a leader change drops a forwarded ReadIndex), so after ``retry`` seconds
+        without an answer the next one starts anyway.
+
+        ``free_ride``: ask now regardless, because it costs no message of its own. On the
+        leader the core joins the reads to its next round itself (one round in flight); a
+        follower that answers a heartbeat in this turn sends its request with that answer.
         """
         if not self.reads_queued:
             return False
+        if free_ride:
+            return True
         started = max((d for d, _ in self.reads.values()), default=None)
         return started is None or now - (started - self.read_timeout) >= retry
 

@@ -396,9 +396,11 @@ class RaftNode:
                 core.report_unreachable(report.member_id)
             else:
                 core.report_snapshot(report.member_id, report.ok)
+        heartbeat = False  # answered in this turn's messages: a read request can ride along
         if self.inbox:
             inbox, self.inbox = self.inbox, []
             for m in inbox:
+                heartbeat = heartbeat or m.type == MessageType.HEARTBEAT
                 core.step(m)
         batch = self.waiters.take_queued()
         if batch:
@@ -408,7 +410,7 @@ class RaftNode:
                 self.stats.proposals_failed += len(batch)
                 for p in batch:
                     self.waiters.resolve(p.request_id, NodeUnavailable(f"etcdserver: {exc}"))
-        self._maybe_start_read_round()
+        self._maybe_start_read_round(free_ride=heartbeat or core.role == Role.LEADER)
         while core.has_ready():
             await self._handle_ready(core.ready())
         if self.waiters.reads_queued and not self.waiters.reads:
@@ -419,9 +421,9 @@ class RaftNode:
             time.monotonic(), NodeUnavailable("etcdserver: request timed out")
         )
 
-    def _maybe_start_read_round(self) -> None:
+    def _maybe_start_read_round(self, free_ride: bool) -> None:
         now = time.monotonic()
-        if not self.waiters.read_round_due(now, READ_RETRY):
+        if not self.waiters.read_round_due(now, READ_RETRY, free_ride=free_ride):
             return
         self._read_seq += 1
         ctx = struct.pack(">QQ", self.member_id, self._read_seq)

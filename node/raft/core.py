@@ -1017,9 +1017,16 @@ class RaftCore:
             self._release_read(requester, index, contexts)
             return
         rr = self.reads
-        if not rr.open:
+        if rr.open:
+            # This round's heartbeats have not left yet: they were sent after this read too.
+            rr.pending.append(PendingRead(rr.round, index, requester, contexts))
+        elif rr.in_flight():
+            # The round out left before this read came: it waits for the next one, which
+            # starts once that is confirmed (``_check_read_rounds``), with every read since.
+            rr.pending.append(PendingRead(rr.round + 1, index, requester, contexts))
+        else:
             self._bcast_heartbeat()
-        rr.pending.append(PendingRead(rr.round, index, requester, contexts))
+            rr.pending.append(PendingRead(rr.round, index, requester, contexts))
 
     def _self_quorum(self) -> bool:
         me = self.id
@@ -1045,8 +1052,11 @@ class RaftCore:
         # Nor does any echo confirm a round that has not started (learners' echoes land here).
         confirmed = min(confirmed, newest)
         lease = 0 if self._lease_forbidden else self.lease_ticks
-        for pending in self.reads.confirm(confirmed, lease):
+        rr = self.reads
+        for pending in rr.confirm(confirmed, lease):
             self._release_read(pending.requester, pending.index, pending.contexts)
+        if rr.pending and not rr.in_flight():
+            self._bcast_heartbeat()  # the round the reads that came meanwhile wait for
 
     def _release_read(self, requester: int, index: int, contexts: tuple[bytes, ...]) -> None:
         if requester == self.id:

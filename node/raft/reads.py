@@ -6,6 +6,12 @@ rounds: every heartbeat broadcast is a numbered round, and every read waiting wh
 starts is covered by it, so a thousand reads cost one round of messages. A round counts as
 confirmed once a quorum has echoed its number (or a later one).
 
+Reads start at most one round at a time, whichever member asked: a read that arrives while a
+round is out waits for the next, which starts as soon as that one is confirmed. Each round
+then carries the reads of every member, and a follower's next request rides its echo of the
+round before (the driver sends it with the acknowledgement), so under load a round costs one
+message each way per follower.
+
 A lease read skips the round: with check-quorum, followers that heard from the leader within
 an election timeout refuse to vote, so for slightly less than that time after a confirmed
 round no other leader can exist. The lease is measured in the leader's own ticks from the
@@ -50,6 +56,10 @@ class ReadRounds:
         self.starts[self.round] = now
         self.open = True
         return self.round
+
+    def in_flight(self) -> bool:
+        """Whether a round has started that a quorum has not confirmed yet."""
+        return self.round > self.confirmed
 
     def ack(self, peer: int, round_: int) -> bool:
         """Record an echo; True if it is news (a later round than this peer had echoed)."""

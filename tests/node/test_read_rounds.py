@@ -1,4 +1,5 @@
-"""When the driver starts a ReadIndex round: one at a time, unless one seems lost."""
+"""When the driver asks for a ReadIndex: one at a time, unless one seems lost or it rides
+for free."""
 
 from __future__ import annotations
 
@@ -46,5 +47,17 @@ def test_a_round_that_does_not_return_is_joined_by_another_after_the_retry() -> 
         # The newest round counts: the next retry is half a second after it.
         assert not w.read_round_due(100.9, retry=0.5)
         assert w.read_round_due(101.0, retry=0.5)
+    finally:
+        loop.close()
+
+
+def test_a_request_that_rides_for_free_goes_even_with_one_out() -> None:
+    w, loop = _waiters()
+    try:
+        w.reads[b"r1"] = (100.0 + 5.0, [loop.create_future()])
+        assert not w.read_round_due(100.1, retry=0.5, free_ride=True), "nothing to ask for"
+        w.reads_queued.append(loop.create_future())
+        assert not w.read_round_due(100.1, retry=0.5)
+        assert w.read_round_due(100.1, retry=0.5, free_ride=True)
     finally:
         loop.close()

@@ -515,6 +515,58 @@ def test_reads_wait_for_the_leaders_first_commit_and_share_one_heartbeat_round()
     assert not lead.waiting_reads, "reads were not released"
 
 
+def _settle(c: Cluster, node_id: int) -> None:
+    """Run one member until it has nothing left to do, delivering nothing."""
+    while c.members[node_id].run_phase():
+        pass
+
+
+def _in_flight(c: Cluster, kind: MessageType) -> list[Message]:
+    return [m for _, _, m in c.net.queue if m.type == kind]
+
+
+def test_a_read_during_a_round_waits_for_the_next_which_carries_every_members_reads() -> None:
+    c = Cluster(3)
+    c.elect(1)
+    write(c, 1, b"w1")
+    c.read(1, b"r-leader")
+    _settle(c, 1)
+    assert len(_in_flight(c, MT.HEARTBEAT)) == 2, "the first read starts a round"
+    c.read(2, b"r-follower")
+    _settle(c, 2)
+    c.deliver_all()  # round A's heartbeats to the followers, the follower's request to 1
+    _settle(c, 1)
+    assert _in_flight(c, MT.HEARTBEAT) == [], (
+        "a read that came while round A was out must not start a round of its own"
+    )
+    _settle(c, 2)
+    _settle(c, 3)
+    c.deliver_all()  # the echoes of round A
+    _settle(c, 1)
+    assert "r-leader" not in {r.decode() for r in c.members[1].waiting_reads}
+    assert b"r-follower" in c.members[2].waiting_reads, "round A left before it came"
+    round_b = _in_flight(c, MT.HEARTBEAT)
+    assert len(round_b) == 2, "round A confirmed: round B starts at once for the read waiting"
+    assert _in_flight(c, MT.READ_INDEX_RESP) == []
+    c.stabilize()
+    assert not c.members[2].waiting_reads, "round B did not release the follower's read"
+    assert c.reads_checked == 2
+
+
+def test_a_tick_round_carries_the_reads_waiting_for_the_next_one() -> None:
+    c = Cluster(3)
+    c.elect(1)
+    write(c, 1, b"w1")
+    c.read(1, b"r1")
+    _settle(c, 1)
+    c.net.queue.clear()  # round A's heartbeats are lost: it is never confirmed
+    c.read(1, b"r2")
+    _settle(c, 1)
+    assert _in_flight(c, MT.HEARTBEAT) == []
+    c.tick([1], n=c[1].cfg.heartbeat_tick)  # the periodic heartbeat is the next round
+    assert not c.members[1].waiting_reads, "the reads were not released by the tick's round"
+
+
 def test_follower_reads_are_linearizable_through_the_leader() -> None:
     c = Cluster(3)
     c.elect(1)
