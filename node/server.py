@@ -3,8 +3,9 @@
 One asyncio task runs every turn in the same order (DESIGN.md, "How a write flows"):
 
 1. step inbound Raft messages, tick from the monotonic clock;
-2. propose every client write that arrived since the last turn in one batch, and ask for
-   one ReadIndex on behalf of every linearizable read waiting;
+2. propose every client write that arrived since the last turn in one batch (a leader
+   whose last batch is not committed yet keeps them for the next: ``hold_for_commit``),
+   and ask for one ReadIndex on behalf of every linearizable read waiting;
 3. for each ``Ready``: send the leader's appends, make entries and hard state durable in one
    synced LevelDB write (in a worker thread, so the loop keeps accepting work), send the
    messages that had to wait for it, apply committed entries together with the applied index
@@ -32,7 +33,7 @@ from . import events, failpoints
 from .config import NodeConfig
 from .kv.requests import HEADER_SIZE, ID_SIZE
 from .members import Member, decode_members, encode_members
-from .proposals import PendingProposal, Waiters
+from .proposals import APPEND_HOLD, PendingProposal, Waiters, hold_for_commit
 from .raft.core import Config, InitialState, RaftCore, Role, catch_up
 from .raft.errors import ProposalDropped
 from .raft.types import (
@@ -130,6 +131,7 @@ class RaftNode:
         self._last_role = Role.FOLLOWER
         self._slow_fsync = events.SlowFsync()
         self._read_seq = 0
+        self._appended_at = 0.0  # loop time of the leader's last append of client proposals
         self._tick_seconds = cfg.heartbeat_interval_ms / 1000.0
         self._snapshotting = False
         # Held while a snapshot is saved and recorded, taken here or received from the
@@ -348,6 +350,8 @@ class RaftNode:
                 # A timer that sets the event, rather than wait_for: wait_for wraps the wait
                 # in a new task every turn, and a member turns once per batch of messages.
                 wake_at = next_tick if announce_at is None else min(next_tick, announce_at)
+                if self.core.role == Role.LEADER and self._proposals_waiting():
+                    wake_at = min(wake_at, self._appended_at + APPEND_HOLD)
                 timer = loop.call_at(wake_at, self._wake.set)
                 await self._wake.wait()
                 timer.cancel()
@@ -396,20 +400,24 @@ class RaftNode:
                 core.report_unreachable(report.member_id)
             else:
                 core.report_snapshot(report.member_id, report.ok)
+        # Decided as the turn starts, before its messages are stepped: when they commit the
+        # last batch, what waits goes in the next turn, with the requests that arrive
+        # meanwhile (clients answered in this turn come back with their next one).
+        hold = self._holding()
         heartbeat = False  # answered in this turn's messages: a read request can ride along
+        forwarded: list[Message] = []  # followers' proposals
         if self.inbox:
             inbox, self.inbox = self.inbox, []
             for m in inbox:
+                if m.type == MessageType.PROP:
+                    forwarded.append(m)
+                    continue
                 heartbeat = heartbeat or m.type == MessageType.HEARTBEAT
                 core.step(m)
-        batch = self.waiters.take_queued()
-        if batch:
-            try:
-                core.propose([p.data for p in batch])
-            except ProposalDropped as exc:
-                self.stats.proposals_failed += len(batch)
-                for p in batch:
-                    self.waiters.resolve(p.request_id, NodeUnavailable(f"etcdserver: {exc}"))
+        if hold:
+            self.inbox[:0] = forwarded
+        else:
+            self._append_proposals(forwarded)
         self._maybe_start_read_round(free_ride=heartbeat or core.role == Role.LEADER)
         while core.has_ready():
             await self._handle_ready(core.ready())
@@ -420,6 +428,33 @@ class RaftNode:
         self.stats.proposals_failed += self.waiters.expire(
             time.monotonic(), NodeUnavailable("etcdserver: request timed out")
         )
+
+    def _holding(self) -> bool:
+        """Whether the leader keeps client proposals back for now (``hold_for_commit``)."""
+        core = self.core
+        return core.role == Role.LEADER and hold_for_commit(
+            core.last_index() > core.commit,
+            asyncio.get_running_loop().time() - self._appended_at,
+        )
+
+    def _proposals_waiting(self) -> bool:
+        return bool(self.waiters.queued) or any(m.type == MessageType.PROP for m in self.inbox)
+
+    def _append_proposals(self, forwarded: list[Message]) -> None:
+        """Step the followers' proposals and propose this member's own."""
+        core = self.core
+        for m in forwarded:
+            core.step(m)
+        batch = self.waiters.take_queued()
+        if batch:
+            try:
+                core.propose([p.data for p in batch])
+            except ProposalDropped as exc:
+                self.stats.proposals_failed += len(batch)
+                for p in batch:
+                    self.waiters.resolve(p.request_id, NodeUnavailable(f"etcdserver: {exc}"))
+        if forwarded or batch:
+            self._appended_at = asyncio.get_running_loop().time()
 
     def _maybe_start_read_round(self, free_ride: bool) -> None:
         now = time.monotonic()
