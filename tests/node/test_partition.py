@@ -172,13 +172,18 @@ def _connect_seconds(m: Proc, timeout: float) -> float:
 def test_a_delayed_link_delays_and_a_lossy_one_drops(cluster: NetnsCluster) -> None:
     # The nemesis's delay fault, checked on its own: netem, or the delay line where the
     # kernel has no netem. A TCP handshake waits for the member's SYN-ACK, which leaves
-    # through the shaped link.
-    m = cluster.members[0]
+    # through the shaped link. The delayed member is a follower: a leader whose heartbeats
+    # arrive 300 ms late (later still when replacing the fault drops what was queued, and
+    # TCP resends) can be voted out under a 500 ms election timeout, and a write that
+    # meets the election fails with "no leader", which etcdctl does not retry.
+    leader = cluster.wait_leader()
+    m = next(x for x in cluster.members if x is not leader)
     cluster.netem(m, 100)
     how = cluster.netem(m, 300)  # the same fault again on one member replaces the first
     took = _connect_seconds(m, timeout=10)
     assert took >= 0.3, f"a handshake over a link delayed 300 ms ({how}) took {took:.3f} s"
-    etcdctl(cluster.endpoints, "put", "slow", "but-there", "--command-timeout=10s")
+    # Through the delayed member: the request, its forwarding and the answer all cross it.
+    etcdctl(m.endpoint, "put", "slow", "but-there", "--command-timeout=10s")
 
     cluster.heal()
     took = _connect_seconds(m, timeout=10)
