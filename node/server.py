@@ -453,7 +453,7 @@ class RaftNode:
                 self.stats.proposals_failed += len(batch)
                 for p in batch:
                     self.waiters.resolve(p.request_id, NodeUnavailable(f"etcdserver: {exc}"))
-        if forwarded or batch:
+        if (forwarded or batch) and core.role == Role.LEADER:
             self._appended_at = asyncio.get_running_loop().time()
 
     def _maybe_start_read_round(self, free_ride: bool) -> None:

@@ -525,12 +525,18 @@ def _in_flight(c: Cluster, kind: MessageType) -> list[Message]:
     return [m for _, _, m in c.net.queue if m.type == kind]
 
 
-def test_a_read_during_a_round_waits_for_the_next_which_carries_every_members_reads() -> None:
+def _leader_with_a_round_out(read: bytes) -> Cluster:
+    """Three members; the leader, 1, has sent the heartbeats of the round for ``read``."""
     c = Cluster(3)
     c.elect(1)
     write(c, 1, b"w1")
-    c.read(1, b"r-leader")
+    c.read(1, read)
     _settle(c, 1)
+    return c
+
+
+def test_a_read_during_a_round_waits_for_the_next_which_carries_every_members_reads() -> None:
+    c = _leader_with_a_round_out(b"r-leader")
     assert len(_in_flight(c, MT.HEARTBEAT)) == 2, "the first read starts a round"
     c.read(2, b"r-follower")
     _settle(c, 2)
@@ -554,11 +560,7 @@ def test_a_read_during_a_round_waits_for_the_next_which_carries_every_members_re
 
 
 def test_a_tick_round_carries_the_reads_waiting_for_the_next_one() -> None:
-    c = Cluster(3)
-    c.elect(1)
-    write(c, 1, b"w1")
-    c.read(1, b"r1")
-    _settle(c, 1)
+    c = _leader_with_a_round_out(b"r1")
     c.net.queue.clear()  # round A's heartbeats are lost: it is never confirmed
     c.read(1, b"r2")
     _settle(c, 1)
